@@ -1,0 +1,126 @@
+"""The contract every regime must pass (like Optuna's sampler test suite).
+
+A new regime is registered in `trainables.regimes.REGIMES`; it must then add its
+quick-training settings to `QUICK_SETTINGS` and pass every test here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import pytest
+import torch
+
+from trainables.config import RunConfig
+from trainables.regimes import REGIME_NAMES, regime_class
+from trainables.training import Trainer
+
+BASE = {"dataset": "digits", "model": "small_cnn", "epochs": 4, "lr": 0.05, "seed": 3}
+QUICK_SETTINGS: dict[str, dict] = {
+    "conventional": {},
+    "lerac": {"curriculum_epochs": 1, "decay_base": 0.1, "shape": "exp"},
+    "cbs": {"cbs_sigma": 1.0, "cbs_every": 1},
+    "leap": {"leap_sigma": 0.5},
+    "multirate": {"multirate_m": 2, "fast_layers": 1},
+    "per_instance": {"instance_lr": 0.1},
+}
+CHANCE = 0.1
+
+
+def make_trainer(regime: str, **overrides) -> Trainer:
+    return Trainer(RunConfig.from_dict({**BASE, "regime": regime, **QUICK_SETTINGS[regime], **overrides}))
+
+
+def test_every_registered_regime_is_covered():
+    assert set(QUICK_SETTINGS) == set(REGIME_NAMES)
+
+
+@pytest.mark.parametrize("regime", REGIME_NAMES)
+class TestRegimeContract:
+    def test_trains_well_above_chance(self, regime):
+        trainer = make_trainer(regime)
+        reports = [trainer.train_epoch() for _ in range(BASE["epochs"])]
+        assert not any(report.diverged for report in reports)
+        assert reports[-1].val_acc > CHANCE + 0.5
+        assert reports[-1].train_loss < reports[0].train_loss
+
+    def test_checkpoint_round_trip_continues_identically(self, regime):
+        original = make_trainer(regime)
+        original.train_epoch()
+        buffer = io.BytesIO()
+        torch.save(original.state_dict(), buffer)
+        expected = original.train_epoch()
+
+        restored = make_trainer(regime, seed=99)  # different seed: state must come from the checkpoint
+        buffer.seek(0)
+        restored.load_state_dict(torch.load(buffer, weights_only=False))
+        resumed = restored.train_epoch()
+
+        assert dataclasses.replace(resumed, epoch_seconds=0) == dataclasses.replace(expected, epoch_seconds=0)
+        for a, b in zip(original.model.state_dict().values(), restored.model.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+
+    def test_same_seed_same_result(self, regime):
+        first, second = make_trainer(regime, epochs=1), make_trainer(regime, epochs=1)
+        a, b = first.train_epoch(), second.train_epoch()
+        assert (a.train_loss, a.val_acc, a.test_acc) == (b.train_loss, b.val_acc, b.test_acc)
+        assert torch.equal(first.predict(first.data.test), second.predict(second.data.test))
+
+    def test_different_seed_different_result(self, regime):
+        a = make_trainer(regime, epochs=1, seed=1).train_epoch()
+        b = make_trainer(regime, epochs=1, seed=2).train_epoch()
+        assert a.train_loss != b.train_loss
+
+    def test_unknown_key_is_rejected_by_name(self, regime):
+        with pytest.raises(ValueError, match="'no_such_setting'"):
+            RunConfig.from_dict({"regime": regime, "no_such_setting": 1})
+
+    def test_out_of_range_values_are_rejected_by_name(self, regime):
+        for field in dataclasses.fields(regime_class(regime).Settings):
+            bad = "no-such-choice" if field.metadata.get("choices") else -1e9
+            with pytest.raises(ValueError, match=f"'{field.name}'"):
+                RunConfig.from_dict({"regime": regime, field.name: bad})
+
+    def test_reports_a_rate_for_every_layer(self, regime):
+        trainer = make_trainer(regime, epochs=2)
+        report = trainer.train_epoch()
+        names = [group["name"] for group in trainer.regime.optimizer.param_groups]
+        assert list(report.layer_rates) == names
+        assert all(rate > 0 for rate in report.layer_rates.values())
+
+    def test_config_round_trips_through_a_flat_dict(self, regime):
+        config = RunConfig.from_dict({**BASE, "regime": regime, **QUICK_SETTINGS[regime]})
+        assert RunConfig.from_dict(config.to_dict()) == config
+
+
+def test_unknown_regime():
+    with pytest.raises(ValueError, match="unknown regime 'sgdr'"):
+        RunConfig.from_dict({"regime": "sgdr"})
+
+
+def test_shared_setting_out_of_range():
+    with pytest.raises(ValueError, match="'lr'"):
+        RunConfig.from_dict({"lr": 0})
+
+
+def test_lerac_starts_deeper_layers_lower():
+    trainer = make_trainer("lerac", curriculum_epochs=3)
+    rates = list(trainer.regime.layer_rates().values())
+    assert rates[0] == pytest.approx(BASE["lr"])
+    assert rates == sorted(rates, reverse=True) and rates[-1] < rates[0]
+
+
+def test_lerac_curriculum_longer_than_training_is_rejected():
+    with pytest.raises(ValueError, match="'curriculum_epochs'"):
+        RunConfig.from_dict({"regime": "lerac", "epochs": 2, "curriculum_epochs": 3})
+
+
+def test_multirate_needs_a_slow_layer():
+    with pytest.raises(ValueError, match="'fast_layers'"):
+        make_trainer("multirate", fast_layers=4)
+
+
+def test_nesterov_needs_momentum():
+    with pytest.raises(ValueError, match="'nesterov'"):
+        RunConfig.from_dict({"nesterov": True, "momentum": 0.0})

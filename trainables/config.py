@@ -1,0 +1,107 @@
+"""The configuration of one training run: shared settings plus the regime's own.
+
+A run is described by one flat dict (what Ray Tune, Optuna, MLflow params and
+YAML files all handle naturally). `RunConfig.from_dict` splits it into the
+shared `TrainSettings` and the chosen regime's settings, validating both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from trainables.settings import build_settings, setting, settings_dict
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "adamax")
+SCHEDULES = ("constant", "step", "cosine", "warmup_cosine")
+GRANULARITIES = ("block", "module")
+DATASETS = ("digits", "mnist1d", "cifar10", "cifar100", "tinyimagenet")
+MODELS = ("small_cnn", "resnet18", "wide_resnet50_2", "densenet121")
+
+
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _non_negative(value: float) -> bool:
+    return value >= 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """Settings every regime shares: data, model, optimizer and ordinary schedule."""
+
+    regime: str = setting("conventional", "training regime (see trainables.regimes)")
+    dataset: str = setting("digits", "dataset name", choices=DATASETS)
+    model: str = setting("small_cnn", "model name", choices=MODELS)
+    data_dir: str = setting("data", "folder holding on-disk datasets (CIFAR, Tiny ImageNet)")
+    download: bool = setting(False, "download CIFAR data into data_dir if missing")
+    data_seed: int = setting(0, "seed of the fixed train/validation/test split", check=_non_negative, rule=">= 0")
+    label_noise: float = setting(
+        0.0, "share of training labels flipped to a wrong class",
+        check=lambda v: 0 <= v < 1, rule="in [0, 1)",
+    )
+    seed: int = setting(0, "seed of initialisation, shuffling and augmentation", check=_non_negative, rule=">= 0")
+    epochs: int = setting(10, "training epochs", check=_positive, rule="> 0")
+    batch_size: int = setting(64, "mini-batch size", check=_positive, rule="> 0")
+    optimizer: str = setting("sgd", "optimizer", choices=OPTIMIZERS)
+    lr: float = setting(0.05, "base learning rate eta0", check=_positive, rule="> 0")
+    momentum: float = setting(0.9, "SGD momentum", check=lambda v: 0 <= v < 1, rule="in [0, 1)")
+    nesterov: bool = setting(False, "Nesterov momentum (SGD)")
+    weight_decay: float = setting(5e-4, "weight decay", check=_non_negative, rule=">= 0")
+    schedule: str = setting("cosine", "ordinary schedule after any curriculum", choices=SCHEDULES)
+    warmup_epochs: int = setting(
+        1, "linear warm-up epochs of warmup_cosine (LeRaC replaces the warm-up)",
+        check=_non_negative, rule=">= 0",
+    )
+    milestones: tuple[int, ...] = setting(
+        (), "epochs at which the step schedule multiplies the rate by gamma (empty: 50% and 75%)",
+        check=lambda v: all(m > 0 for m in v), rule="positive epochs",
+    )
+    gamma: float = setting(0.1, "step schedule factor", check=lambda v: 0 < v <= 1, rule="in (0, 1]")
+    min_lr: float = setting(0.0, "final rate of the cosine schedules", check=_non_negative, rule=">= 0")
+    granularity: str = setting("block", "how parameters are grouped into layers", choices=GRANULARITIES)
+    device: str = setting("auto", "'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
+    cpu_threads: int = setting(
+        1, "torch threads when training on the CPU (results reproduce only with the same count)",
+        check=_positive, rule="> 0",
+    )
+
+    def milestone_epochs(self) -> tuple[int, ...]:
+        """The step schedule's milestones, defaulting to 50% and 75% of training."""
+        if self.milestones:
+            return self.milestones
+        return (max(1, self.epochs // 2), max(1, (3 * self.epochs) // 4))
+
+
+TRAIN_KEYS = frozenset(TrainSettings.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated run: shared settings and the regime's own settings object."""
+
+    train: TrainSettings
+    regime: Any
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
+        """Validate a flat config dict; raises ValueError naming the offending key."""
+        from trainables.regimes import regime_class
+
+        values = dict(values)
+        regime_name = values.get("regime", TrainSettings.regime)
+        regime_type = regime_class(regime_name)
+        shared = {k: v for k, v in values.items() if k in TRAIN_KEYS}
+        own = {k: v for k, v in values.items() if k not in TRAIN_KEYS}
+        train = build_settings(TrainSettings, shared, owner="training")
+        regime = build_settings(regime_type.Settings, own, owner=f"regime '{regime_name}'")
+        if train.nesterov and (train.optimizer != "sgd" or train.momentum == 0):
+            raise ValueError("setting 'nesterov' needs optimizer 'sgd' with momentum > 0")
+        regime_type.check_compatible(train, regime)
+        return cls(train=train, regime=regime)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat dict form, complete with defaults; `from_dict` round-trips it."""
+        return {**settings_dict(self.train), **settings_dict(self.regime)}

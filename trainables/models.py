@@ -1,0 +1,109 @@
+"""The networks the regimes are compared on, adapted to small images.
+
+Every model is an `nn.Sequential` of named stages (stem, blocks, head) so that
+`trainables.layers.layer_groups` finds the architecture's blocks from the
+module tree alone. The torchvision networks get a CIFAR-style stem (3x3 conv,
+stride 1, no max-pool) because their ImageNet stem would shrink 8x8 or 32x32
+inputs to nothing; all downsampling keeps height-1 inputs (mnist1d, 1x40) alive.
+Initialisation draws only from the global torch generator, so a seed fixes it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+from torch import nn
+from torchvision import models as tv
+
+MODEL_NAMES: tuple[str, ...] = ("small_cnn", "resnet18", "wide_resnet50_2", "densenet121")
+
+
+def _stem_conv(in_channels: int, out_channels: int, *, mode: str) -> nn.Conv2d:
+    """A 3x3 stride-1 conv, initialised as torchvision initialises the conv it replaces."""
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode=mode, nonlinearity="relu")
+    return conv
+
+
+def _head(classifier: nn.Linear, *, relu: bool = False) -> nn.Sequential:
+    """Global average pooling then the classifier, so any input size works."""
+    layers: list[nn.Module] = [nn.ReLU(inplace=True)] if relu else []
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), classifier)
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+    # Padding 1 keeps height-1 inputs at height 1 even with stride 2.
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def small_cnn(*, num_classes: int, in_channels: int) -> nn.Sequential:
+    """Three conv stages and a linear head: fast enough for sweeps on tiny data."""
+    return nn.Sequential(OrderedDict(
+        stem=_conv_bn_relu(in_channels, 32, stride=1),
+        block1=_conv_bn_relu(32, 64, stride=2),
+        block2=_conv_bn_relu(64, 128, stride=2),
+        head=_head(nn.Linear(128, num_classes)),
+    ))
+
+
+def _cifar_resnet(net: tv.ResNet, *, in_channels: int) -> nn.Sequential:
+    """Re-wrap a torchvision ResNet as stem, layer1..layer4, head with a CIFAR stem."""
+    stem_conv = _stem_conv(in_channels, net.conv1.out_channels, mode="fan_out")
+    return nn.Sequential(OrderedDict(
+        stem=nn.Sequential(stem_conv, net.bn1, net.relu),
+        layer1=net.layer1,
+        layer2=net.layer2,
+        layer3=net.layer3,
+        layer4=net.layer4,
+        head=_head(net.fc),
+    ))
+
+
+def resnet18(*, num_classes: int, in_channels: int) -> nn.Sequential:
+    net = tv.resnet18(weights=None, num_classes=num_classes)
+    return _cifar_resnet(net, in_channels=in_channels)
+
+
+def wide_resnet50_2(*, num_classes: int, in_channels: int) -> nn.Sequential:
+    net = tv.wide_resnet50_2(weights=None, num_classes=num_classes)
+    return _cifar_resnet(net, in_channels=in_channels)
+
+
+def densenet121(*, num_classes: int, in_channels: int) -> nn.Sequential:
+    """torchvision's DenseNet-121 with a CIFAR stem and ceil-mode transition pooling.
+
+    ceil_mode lets a 2x2 average pool map height 1 to height 1 instead of 0.
+    """
+    net = tv.densenet121(weights=None, num_classes=num_classes)
+    features = net.features
+    stem_conv = _stem_conv(in_channels, features.conv0.out_channels, mode="fan_in")
+    stages: OrderedDict[str, nn.Module] = OrderedDict(
+        stem=nn.Sequential(OrderedDict(conv0=stem_conv, norm0=features.norm0, relu0=features.relu0)),
+    )
+    for name, module in features.named_children():
+        if name.startswith("transition"):
+            module.pool = nn.AvgPool2d(kernel_size=2, stride=2, ceil_mode=True)
+        if name.startswith(("denseblock", "transition", "norm5")):
+            stages[name] = module
+    stages["head"] = _head(net.classifier, relu=True)
+    return nn.Sequential(stages)
+
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "small_cnn": small_cnn,
+    "resnet18": resnet18,
+    "wide_resnet50_2": wide_resnet50_2,
+    "densenet121": densenet121,
+}
+
+
+def build_model(name: str, *, num_classes: int, in_channels: int) -> nn.Module:
+    """Build a freshly initialised model by name (ValueError for an unknown name)."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
+    return _BUILDERS[name](num_classes=num_classes, in_channels=in_channels)

@@ -1,0 +1,96 @@
+"""Per-instance learning rates: a learned rate multiplier for every training example.
+
+Example i carries a logit a_i; within a batch its loss weight is
+B * softmax(a)_i (mean 1), and its rate multiplier is exp(a_i). The a_i are
+learned by their own optimizer from the hypergradient of a held-out batch's
+loss after a one-step look-ahead (as in learning-to-reweight): examples whose
+gradient disagrees with the held-out batch's (typically mislabelled ones) get
+lower rates. The hypergradient is normalised per batch, so `instance_lr` is the
+typical change of a_i per visit, whatever the loss scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from trainables.regimes.base import Regime, RegimeContext
+from trainables.settings import setting
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerInstanceSettings:
+    instance_lr: float = setting(
+        0.1, "typical change of an example's rate logit per visit",
+        check=lambda v: v > 0, rule="> 0",
+    )
+    meta_batch_size: int = setting(
+        128, "size of the held-out batch that drives the rates",
+        check=lambda v: v >= 2, rule=">= 2",
+    )
+
+
+class PerInstance(Regime):
+    name = "per_instance"
+    Settings = PerInstanceSettings
+
+    def __init__(self, settings: PerInstanceSettings, context: RegimeContext):
+        super().__init__(settings, context)
+        self.logits = torch.zeros(len(context.data.train), device=context.device)
+        self.meta_draws = torch.Generator().manual_seed(context.train.seed + 2)
+        self.named_params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.group_of = {id(p): i for i, g in enumerate(context.groups) for p in g.params}
+
+    def instance_rates(self) -> torch.Tensor:
+        """Each training example's current rate multiplier exp(a_i)."""
+        return self.logits.exp()
+
+    def _per_example_loss(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor):
+        with self.context.autocast():
+            logits = functional_call(self.model, (params, buffers), (x,))
+        return F.cross_entropy(logits.float(), y, reduction="none")
+
+    def _hypergradient(self, losses: torch.Tensor, batch_logits: torch.Tensor) -> torch.Tensor:
+        """d(held-out loss after a one-step look-ahead) / d(batch logits)."""
+        weights = torch.softmax(batch_logits, 0) * len(batch_logits)
+        names = [name for name, _ in self.named_params]
+        params = [p for _, p in self.named_params]
+        grads = torch.autograd.grad((weights * losses).mean(), params, create_graph=True)
+        rates = self.scheduler.current_rates()
+        lookahead = {
+            name: p - rates[self.group_of[id(p)]] * g
+            for name, p, g in zip(names, params, grads, strict=True)
+        }
+        buffers = {name: b.clone() for name, b in self.model.named_buffers()}
+        train = self.context.data.train
+        meta = torch.randint(len(train), (self.settings.meta_batch_size,), generator=self.meta_draws)
+        meta = meta.to(self.context.device)
+        meta_loss = self._per_example_loss(lookahead, buffers, train.x[meta], train.y[meta]).mean()
+        (hypergradient,) = torch.autograd.grad(meta_loss, batch_logits, retain_graph=True)
+        return hypergradient
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        self.scheduler.apply()
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = self._per_example_loss(dict(self.named_params), {}, x, y)
+        batch_logits = self.logits[index].clone().requires_grad_(True)
+        hypergradient = self._hypergradient(losses, batch_logits)
+        scale = hypergradient.abs().mean().clamp_min(1e-12)
+        self.logits[index] -= self.settings.instance_lr * hypergradient / scale
+        weights = torch.softmax(self.logits[index], 0) * len(index)
+        loss = (weights * losses).mean()
+        loss.backward()
+        self.optimizer_step()
+        self.scheduler.advance()
+        return losses.mean().detach()
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"logits": self.logits.clone(), "meta_draws": self.meta_draws.get_state()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.logits.copy_(state["logits"])
+        self.meta_draws.set_state(state["meta_draws"])

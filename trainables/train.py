@@ -1,0 +1,124 @@
+"""Train one configuration: `python -m trainables.train --regime lerac --dataset digits`.
+
+Every shared and regime setting is a flag; `--config FILE.yaml` supplies them
+from a file (flags given on the command line win). Prints one line per epoch
+and the final validation and test accuracy; deterministic on the CPU for a seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from trainables.config import RunConfig, TrainSettings
+from trainables.config_file import read_config_file
+from trainables.regimes import REGIMES
+from trainables.training import EpochReport, Trainer
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, settings_type: type, title: str) -> None:
+    group = parser.add_argument_group(title)
+    hints = typing.get_type_hints(settings_type)
+    for field in dataclasses.fields(settings_type):
+        flag = "--" + field.name.replace("_", "-")
+        kind = hints[field.name]
+        help_text = f"{field.metadata['help']} (default: {field.default})"
+        if kind is bool:
+            group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+        elif typing.get_origin(kind) is tuple:
+            group.add_argument(flag, dest=field.name, nargs="*", default=None, help=help_text)
+        else:
+            group.add_argument(flag, dest=field.name, default=None,
+                               choices=field.metadata.get("choices"), help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainables.train",
+        description="Train one configuration of a learning-rate regime and report its accuracy.",
+    )
+    parser.add_argument("--config", type=Path, help="YAML file of settings (e.g. an exported best_config.yaml)")
+    parser.add_argument("--output", type=Path, help="write the final result as JSON to this file")
+    parser.add_argument("--quiet", action="store_true", help="print only the final result")
+    _add_setting_flags(parser, TrainSettings, "training settings")
+    for name, regime in REGIMES.items():
+        if dataclasses.fields(regime.Settings):
+            _add_setting_flags(parser, regime.Settings, f"{name} settings")
+    return parser
+
+
+def resolve_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Settings from the config file, overridden by flags given on the command line."""
+    settings: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    if args.config is not None:
+        config_file = read_config_file(args.config)
+        settings, metadata = config_file.settings, config_file.metadata
+    reserved = {"config", "output", "quiet"}
+    flags = {k: v for k, v in vars(args).items() if k not in reserved and v is not None}
+    return {**settings, **flags}, metadata
+
+
+def format_epoch(report: EpochReport, epochs: int) -> str:
+    rates = list(report.layer_rates.items())
+    (first, first_rate), (last, last_rate) = rates[0], rates[-1]
+    return (
+        f"epoch {report.epoch:>3}/{epochs}  loss {report.train_loss:.4f}  "
+        f"val {100 * report.val_acc:6.2f}%  test {100 * report.test_acc:6.2f}%  "
+        f"lr[{first}] {first_rate:.2e}  lr[{last}] {last_rate:.2e}  {report.epoch_seconds:.2f}s"
+    )
+
+
+def run(config: RunConfig, *, quiet: bool = False) -> EpochReport:
+    """Train to the end (or divergence), printing progress; returns the last report."""
+    trainer = Trainer(config)
+    train = config.train
+    if not quiet:
+        print(f"{train.regime} on {train.dataset} with {train.model}, {train.epochs} epochs, "
+              f"device {trainer.device}, seed {train.seed}", flush=True)
+    while True:
+        report = trainer.train_epoch()
+        if not quiet:
+            print(format_epoch(report, train.epochs), flush=True)
+        if report.diverged:
+            print("training diverged: the loss is no longer finite", file=sys.stderr)
+            return report
+        if trainer.finished:
+            return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings, metadata = resolve_settings(args)
+        config = RunConfig.from_dict(settings)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        report = run(config, quiet=args.quiet)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"final validation accuracy: {100 * report.val_acc:.2f}%")
+    print(f"final test accuracy: {100 * report.test_acc:.2f}%")
+    recorded = metadata.get("recorded_test_acc")
+    if recorded is not None:
+        verdict = "reproduced exactly" if report.test_acc == recorded else "differs from"
+        print(f"recorded test accuracy: {100 * recorded:.2f}% ({verdict} the recorded run)")
+    if args.output is not None:
+        result = {"config": config.to_dict(), **report.metrics()}
+        args.output.write_text(json.dumps(result, indent=2))
+    return 1 if report.diverged else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

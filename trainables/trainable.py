@@ -1,0 +1,53 @@
+"""The Ray Tune class Trainable: one regime run, one epoch per `step()`.
+
+Kept apart from the rest of `trainables` so that the library imports and
+tests without Ray; `trainables.RegimeTrainable` loads this module on demand.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from ray import tune
+
+from trainables.config import RunConfig
+from trainables.training import Trainer
+
+CHECKPOINT_FILE = "trainer.pt"
+
+
+class RegimeTrainable(tune.Trainable):
+    """Trains the run described by its flat config dict; reports once per epoch."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        self._build(config)
+
+    def _build(self, config: dict[str, Any]) -> None:
+        self.trainer = Trainer(RunConfig.from_dict(config))
+        self.train_seconds = 0.0
+
+    def step(self) -> dict[str, Any]:
+        report = self.trainer.train_epoch()
+        self.train_seconds += report.epoch_seconds
+        return {
+            **report.metrics(),
+            "train_seconds": self.train_seconds,
+            "done": report.diverged or self.trainer.finished,
+        }
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        state = {"trainer": self.trainer.state_dict(), "train_seconds": self.train_seconds}
+        torch.save(state, os.path.join(checkpoint_dir, CHECKPOINT_FILE))
+
+    def load_checkpoint(self, checkpoint: str) -> None:
+        state = torch.load(os.path.join(checkpoint, CHECKPOINT_FILE), weights_only=False)
+        self.trainer.load_state_dict(state["trainer"])
+        self.train_seconds = state["train_seconds"]
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Reuse this actor for a new trial: rebuild the run from the new config."""
+        self._build(new_config)
+        self.config = new_config
+        return True
