@@ -1,0 +1,373 @@
+"""Datasets as whole tensors on the training device, with batch augmentation there.
+
+Airbench-style: each dataset is loaded once into float32 tensors (normalised
+with the train split's per-channel statistics), moved to the device whole, and
+augmented a batch at a time with vectorised ops, so the training loop runs no
+per-example Python. Splits are fixed by `data_seed` alone, so every trial of a
+sweep (whatever its training seed) sees the same train/validation/test split.
+
+Datasets:
+- digits: scikit-learn's 8x8 digits (ships offline), stratified 60/20/20 split.
+- mnist1d: MNIST-1D built offline (fixed seed), shaped (N, 1, 1, 40); its own
+  test set is the test split, validation carved from its train part.
+- cifar10 / cifar100: the python-pickle files under `data_dir`
+  (`cifar-10-batches-py/`, `cifar-100-python/`), read directly.
+- tinyimagenet: an ImageFolder tree under `data_dir/tiny-imagenet-200/`; see
+  `_load_tinyimagenet` for the layout it expects and the decode cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+import random
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DATASET_NAMES: tuple[str, ...] = ("digits", "mnist1d", "cifar10", "cifar100", "tinyimagenet")
+
+# Share of the original training set held out for validation (CIFAR: 5000 of
+# 50000, Tiny ImageNet: 10000 of 100000, MNIST-1D: 500 of 4000).
+_VAL_SHARE = {"mnist1d": 0.125, "cifar10": 0.1, "cifar100": 0.1, "tinyimagenet": 0.1}
+# digits has no official test set: train/val/test shares of all 1797 images.
+_DIGITS_SHARES = (0.6, 0.2, 0.2)
+# Training augmentation per dataset: (crop_padding, flip). Digits are never
+# flipped (a mirrored 2 or 5 is not the same digit); MNIST-1D is a signal.
+_AUGMENT = {
+    "digits": (1, False),
+    "mnist1d": (0, False),
+    "cifar10": (4, True),
+    "cifar100": (4, True),
+    "tinyimagenet": (8, True),
+}
+
+_CIFAR = {
+    "cifar10": (
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test_batch",
+        b"labels",
+        10,
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    ),
+    "cifar100": (
+        "cifar-100-python",
+        ("train",),
+        "test",
+        b"fine_labels",
+        100,
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    ),
+}
+_TINY_DIR = "tiny-imagenet-200"
+_TINY_CACHE = "decoded_uint8.pt"
+_TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One split: images `x` (float32, N x C x H x W, normalised) and labels `y` (int64, N)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Split:
+        """The same split with both tensors on `device`."""
+        return Split(self.x.to(device), self.y.to(device))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A loaded dataset: its three splits and what training needs to know about it."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    crop_padding: int
+    flip: bool
+    noisy: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """The same dataset with every tensor on `device` (done once, before training)."""
+        return replace(
+            self,
+            train=self.train.to(device),
+            val=self.val.to(device),
+            test=self.test.to(device),
+            noisy=self.noisy.to(device),
+        )
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | Path = "data",
+    data_seed: int = 0,
+    download: bool = False,
+    label_noise: float = 0.0,
+) -> Dataset:
+    """Load `name` on the CPU with its split fixed by `data_seed`.
+
+    `label_noise` flips that share of the training labels (chosen with
+    `data_seed`) to a uniformly drawn wrong class; `Dataset.noisy` marks them.
+    Validation and test labels are never changed. `download` only matters for
+    CIFAR; the others are built offline or must already be on disk.
+    """
+    if name not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
+    if not 0.0 <= label_noise < 1.0:
+        raise ValueError(f"label_noise must be in [0, 1), got {label_noise}")
+    data_dir = Path(data_dir).expanduser()
+    generator = torch.Generator().manual_seed(data_seed)
+
+    if name == "digits":
+        x, y = _digits()
+        parts = _stratified_split(y, _DIGITS_SHARES, generator)
+        train, val, test = ((x[idx], y[idx]) for idx in parts)
+        num_classes = 10
+    else:
+        if name == "mnist1d":
+            x, y, x_test, y_test = _mnist1d()
+            num_classes = 10
+        elif name in _CIFAR:
+            x, y, x_test, y_test = _load_cifar(name, data_dir, download)
+            num_classes = _CIFAR[name][4]
+        else:
+            x, y, x_test, y_test, num_classes = _load_tinyimagenet(data_dir)
+        share = _VAL_SHARE[name]
+        train_idx, val_idx = _stratified_split(y, (1.0 - share, share), generator)
+        train, val, test = (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx]), (x_test, y_test)
+
+    train_x, val_x, test_x = _normalise(train[0], val[0], test[0])
+    train_y, noisy = _flip_labels(train[1], label_noise, num_classes, generator)
+    crop_padding, flip = _AUGMENT[name]
+    return Dataset(
+        name=name,
+        train=Split(train_x, train_y),
+        val=Split(val_x, val[1]),
+        test=Split(test_x, test[1]),
+        num_classes=num_classes,
+        input_shape=tuple(train_x.shape[1:]),
+        crop_padding=crop_padding,
+        flip=flip,
+        noisy=noisy,
+    )
+
+
+def augment_batch(
+    x: torch.Tensor, *, crop_padding: int, flip: bool, generator: torch.Generator
+) -> torch.Tensor:
+    """Random crop (zero padding) and horizontal flip of a batch, per example, on x's device.
+
+    Random numbers come from the CPU `generator` (a few small tensors moved to
+    the device), so a run is reproducible and its augmentation state can be
+    checkpointed with the generator. Returns `x` itself when nothing is enabled.
+    """
+    batch, channels, height, width = x.shape
+    if crop_padding > 0:
+        offsets = torch.randint(0, 2 * crop_padding + 1, (2, batch), generator=generator)
+        offsets = offsets.to(x.device)
+        padded_width = width + 2 * crop_padding
+        rows = offsets[0, :, None] + torch.arange(height, device=x.device)
+        cols = offsets[1, :, None] + torch.arange(width, device=x.device)
+        # One gather over each padded image's flattened pixels: the window's
+        # positions per example, shared by its channels.
+        window = (rows[:, :, None] * padded_width + cols[:, None, :]).reshape(batch, 1, -1)
+        padded = F.pad(x, (crop_padding,) * 4).flatten(2)
+        x = padded.gather(2, window.expand(-1, channels, -1)).reshape(
+            batch, channels, height, width
+        )
+    if flip:
+        mirrored = (torch.rand(batch, generator=generator) < 0.5).to(x.device)
+        x = torch.where(mirrored[:, None, None, None], x.flip(-1), x)
+    return x
+
+
+def _stratified_split(
+    y: torch.Tensor, shares: tuple[float, ...], generator: torch.Generator
+) -> list[torch.Tensor]:
+    """Indices of each part, splitting every class by `shares` in a random order.
+
+    Stratified so small validation sets keep the class balance; each part's
+    indices come back sorted, keeping the original order of the examples.
+    """
+    order = torch.randperm(len(y), generator=generator)
+    order = order[torch.argsort(y[order], stable=True)]
+    labels = y[order]
+    counts = torch.bincount(labels)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(y)) - starts[labels]
+    cumulative = torch.tensor(np.cumsum(shares[:-1]), dtype=torch.float64)
+    cuts = torch.round(counts[:, None].double() * cumulative).long()
+    part = (rank[:, None] >= cuts[labels]).sum(1)
+    return [torch.sort(order[part == k]).values for k in range(len(shares))]
+
+
+def _normalise(train: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Float32 copies of all splits, normalised with the train split's channel mean/std."""
+    splits = [s.to(torch.float32, copy=True) for s in (train, *others)]
+    std, mean = torch.std_mean(splits[0], dim=(0, 2, 3), correction=0, keepdim=True)
+    std = std.clamp_min(1e-8)
+    return tuple(s.sub_(mean).div_(std) for s in splits)
+
+
+def _flip_labels(
+    y: torch.Tensor, share: float, num_classes: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels with round(share * N) of them moved to a uniformly random wrong class."""
+    noisy = torch.zeros(len(y), dtype=torch.bool)
+    chosen = torch.randperm(len(y), generator=generator)[: round(share * len(y))]
+    noisy[chosen] = True
+    shift = torch.randint(1, num_classes, (len(chosen),), generator=generator)
+    y = y.clone()
+    y[chosen] = (y[chosen] + shift) % num_classes
+    return y, noisy
+
+
+@functools.lru_cache(maxsize=1)
+def _digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1797 digits as (N, 1, 8, 8) float32 and int64 labels (cached: callers index copies)."""
+    from sklearn.datasets import load_digits  # sklearn takes ~1 s to import; only digits needs it
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images).to(torch.float32).unsqueeze(1)
+    return x, torch.from_numpy(digits.target).long()
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist1d() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MNIST-1D train (4000) and test (1000) as (N, 1, 1, 40) float32, built offline once.
+
+    `make_dataset` reseeds Python's and NumPy's global generators with its own
+    fixed seed; their states are restored so loading data never changes a run's
+    other random streams.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        built = make_dataset(get_dataset_args())
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+    def images(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).to(torch.float32).reshape(len(a), 1, 1, -1)
+
+    def labels(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).long()
+
+    return images(built["x"]), labels(built["y"]), images(built["x_test"]), labels(built["y_test"])
+
+
+def _load_cifar(
+    name: str, data_dir: Path, download: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CIFAR train and test as uint8 (N, 3, 32, 32) and int64 labels, read from the pickles."""
+    folder, train_files, test_file, label_key, _, url = _CIFAR[name]
+    root = data_dir / folder
+    missing = [root / f for f in (*train_files, test_file) if not (root / f).is_file()]
+    if missing and download:
+        import torchvision.datasets  # only needed to fetch the archive
+
+        fetch = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+        fetch(root=str(data_dir), train=True, download=True)
+    elif missing:
+        raise FileNotFoundError(
+            f"{name}: expected {missing[0]} (the python version of the dataset in {root}/) but it is "
+            f"missing. Pass --download (download=True) to fetch it into {data_dir}, or download "
+            f"{url} and unpack it into {data_dir}."
+        )
+
+    def read(files: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for file in files:
+            with open(root / file, "rb") as handle:
+                batch = pickle.load(handle, encoding="bytes")
+            xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+        return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+    return *read(train_files), *read((test_file,))
+
+
+def _load_tinyimagenet(
+    data_dir: Path,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Tiny ImageNet train and test as uint8 (N, 3, 64, 64), int64 labels and the class count.
+
+    Expects `data_dir/tiny-imagenet-200/train/<class>/**/*.JPEG` and
+    `data_dir/tiny-imagenet-200/val/<class>/*.JPEG`. The official archive's
+    `val/` holds `images/` plus `val_annotations.txt`: move each image into a
+    folder named by its class (the annotation's second column) first. `val/`
+    becomes the test split. Decoding 110,000 JPEGs takes about a minute, so the
+    decoded tensors are saved to `tiny-imagenet-200/decoded_uint8.pt` and later
+    loads read only that file (delete it after changing the images).
+    """
+    root = data_dir / _TINY_DIR
+    cache = root / _TINY_CACHE
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=True)
+    else:
+        saved = _decode_tinyimagenet(root)
+        # Written under a private name then renamed, so trials building the cache
+        # at the same time never read a half-written file.
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        torch.save(saved, partial)
+        os.replace(partial, cache)
+    return (
+        saved["train_x"],
+        saved["train_y"],
+        saved["test_x"],
+        saved["test_y"],
+        len(saved["classes"]),
+    )
+
+
+def _decode_tinyimagenet(root: Path) -> dict[str, torch.Tensor | list[str]]:
+    """Decode every image of the ImageFolder tree under `root` once (uint8 RGB)."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    for part in ("train", "val"):
+        if not (root / part).is_dir():
+            raise FileNotFoundError(
+                f"tinyimagenet: expected the folder {root / part} (ImageFolder layout, one "
+                f"sub-folder per class). Download {_TINY_URL}, unzip it into {root.parent}, and "
+                f"move the images of val/images/ into val/<class>/ using val/val_annotations.txt."
+            )
+    train, test = ImageFolder(str(root / "train")), ImageFolder(str(root / "val"))
+    if test.classes != train.classes:
+        raise ValueError(
+            f"tinyimagenet: the class folders of {root / 'val'} differ from those of "
+            f"{root / 'train'}; reorganise val/ into val/<class>/ (see val/val_annotations.txt)"
+        )
+
+    def decode(samples: list[tuple[str, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = []
+        for path, _ in samples:
+            with Image.open(path) as image:
+                images.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+        return x, torch.tensor([label for _, label in samples], dtype=torch.int64)
+
+    train_x, train_y = decode(train.samples)
+    test_x, test_y = decode(test.samples)
+    return {
+        "train_x": train_x,
+        "train_y": train_y,
+        "test_x": test_x,
+        "test_y": test_y,
+        "classes": train.classes,
+    }
