@@ -275,20 +275,15 @@ def _load_cifar(
     name: str, data_dir: Path, download: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """CIFAR train and test as uint8 (N, 3, 32, 32) and int64 labels, read from the pickles."""
-    folder, train_files, test_file, label_key, _, url = _CIFAR[name]
+    folder, train_files, test_file, label_key, _, _ = _CIFAR[name]
     root = data_dir / folder
-    missing = [root / f for f in (*train_files, test_file) if not (root / f).is_file()]
-    if missing and download:
+    if _missing_cifar_files(name, data_dir) and download:
         import torchvision.datasets  # only needed to fetch the archive
 
         fetch = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
         fetch(root=str(data_dir), train=True, download=True)
-    elif missing:
-        raise FileNotFoundError(
-            f"{name}: expected {missing[0]} (the python version of the dataset in {root}/) but it is "
-            f"missing. Pass --download (download=True) to fetch it into {data_dir}, or download "
-            f"{url} and unpack it into {data_dir}."
-        )
+    else:
+        check_dataset_available(name, data_dir=data_dir)
 
     def read(files: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
@@ -300,6 +295,39 @@ def _load_cifar(
         return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
     return *read(train_files), *read((test_file,))
+
+
+def _missing_cifar_files(name: str, data_dir: Path) -> list[Path]:
+    folder, train_files, test_file, *_ = _CIFAR[name]
+    root = data_dir / folder
+    return [root / f for f in (*train_files, test_file) if not (root / f).is_file()]
+
+
+def check_dataset_available(name: str, *, data_dir: str | Path = "data", download: bool = False) -> None:
+    """Fail fast, without loading anything, when a dataset's files are absent.
+
+    Raises ValueError for an unknown name and FileNotFoundError (saying how to
+    get the data) for missing files, so a sweep can refuse to start.
+    """
+    if name not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
+    data_dir = Path(data_dir)
+    if name in _CIFAR:
+        missing = _missing_cifar_files(name, data_dir)
+        if missing and not download:
+            folder, *_, url = _CIFAR[name]
+            raise FileNotFoundError(
+                f"{name}: expected {missing[0]} (the python version of the dataset in "
+                f"{data_dir / folder}/) but it is missing. Pass --download (download=True) to "
+                f"fetch it into {data_dir}, or download {url} and unpack it into {data_dir}."
+            )
+    elif name == "tinyimagenet":
+        root = data_dir / _TINY_DIR
+        if not (root / _TINY_CACHE).is_file() and not (root / "train").is_dir():
+            raise FileNotFoundError(
+                f"tinyimagenet: expected {root}/train/ (ImageFolder layout) but it is missing. "
+                f"Download {_TINY_URL}, unpack it into {data_dir} and sort val/ into class folders."
+            )
 
 
 def _load_tinyimagenet(

@@ -1,0 +1,1 @@
+"""The sweep service: search spaces, the sweep driver, MLflow recording."""
