@@ -127,6 +127,11 @@ class SweepRecorder:
         self.client.log_batch(run.info.run_id, params=_flat_params(config))
         return run.info.run_id
 
+    def last_logged_epoch(self, run_id: str) -> int:
+        """The last epoch a run holds, so a resumed trial does not log an epoch twice."""
+        history = self.client.get_metric_history(run_id, "val_acc")
+        return max((metric.step for metric in history), default=0)
+
     def log_epoch(self, run_id: str, result: dict[str, Any]) -> None:
         """One epoch's metrics in batched calls (step = epoch)."""
         now = int(time.time() * 1000)
@@ -234,32 +239,31 @@ class MlflowTrialCallback(Callback):
         self.dataset = dataset
         self.epochs = epochs
         self.run_ids: dict[str, str] = {}
-        self.incomplete: list[str] | None = None  # set when the experiment ends
+        self.logged_epochs: dict[str, int] = {}
 
     def _run_id(self, trial: Trial) -> str:
         if trial.trial_id not in self.run_ids:
-            self.run_ids[trial.trial_id] = self.recorder.trial_run(
+            run_id = self.recorder.trial_run(
                 parent_run_id=self.parent_run_id,
                 dataset=self.dataset,
                 trial_id=trial.trial_id,
                 config=RunConfig.from_dict(trial.config).to_dict(),
             )
+            self.run_ids[trial.trial_id] = run_id
+            self.logged_epochs[trial.trial_id] = self.recorder.last_logged_epoch(run_id)
         return self.run_ids[trial.trial_id]
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._run_id(trial)
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
-        self.recorder.log_epoch(self._run_id(trial), result)
+        run_id = self._run_id(trial)
+        if result["epoch"] > self.logged_epochs[trial.trial_id]:
+            self.recorder.log_epoch(run_id, result)
+            self.logged_epochs[trial.trial_id] = result["epoch"]
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.recorder.finish_trial(self._run_id(trial), end_state(trial.last_result or {}, self.epochs))
-
-    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        """Trials not terminated when Tune stops mean the sweep was interrupted."""
-        self.incomplete = [
-            trial.trial_id for trial in trials if trial.status not in (Trial.TERMINATED, Trial.ERROR)
-        ]
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.recorder.finish_trial(self._run_id(trial), "errored")

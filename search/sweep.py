@@ -42,7 +42,7 @@ class SweepOptions:
     datasets: tuple[str, ...] = ("digits", "mnist1d")
     model: str = "small_cnn"
     regimes: tuple[str, ...] = ("conventional", "lerac")
-    num_trials: int = 12
+    num_trials: int = 16
     epochs: int = 8
     grace_period: int = 3
     reduction_factor: int = 2
@@ -269,6 +269,17 @@ def _tuner(options: SweepOptions, dataset: str, experiment_dir: Path, callback: 
     )
 
 
+def was_interrupted(results: Any, options: SweepOptions) -> bool:
+    """Whether Tune stopped (Ctrl-C) before the search finished.
+
+    The result grid is read from the experiment state Tune saved when it
+    stopped, where trials cut off are still running or pending.
+    """
+    if results.num_terminated + results.num_errors < len(results):
+        return True
+    return options.time_budget_s is None and len(results) < options.num_trials
+
+
 def run_sweep(options: SweepOptions, *, resume: bool = False) -> list[DatasetOutcome]:
     """Run (or, with resume, continue) a sweep; returns each dataset's outcome.
 
@@ -309,8 +320,8 @@ def run_sweep(options: SweepOptions, *, resume: bool = False) -> list[DatasetOut
                     recorder, parent_run_id=parent, dataset=dataset, epochs=options.epochs
                 )
                 experiment_dir = storage_path / sweep_id / dataset
-                _tuner(options, dataset, experiment_dir, callback, resume).fit()
-                if callback.incomplete is None or callback.incomplete:
+                results = _tuner(options, dataset, experiment_dir, callback, resume).fit()
+                if was_interrupted(results, options):
                     raise SweepInterrupted(
                         f"the sweep of {dataset} was interrupted; finished trials are kept. "
                         f"Continue it with --resume (storage path {storage_path})"

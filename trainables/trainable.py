@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -34,6 +35,8 @@ class RegimeTrainable(tune.Trainable):
         return {
             **report.metrics(),
             "train_seconds": self.train_seconds,
+            "device": str(self.trainer.device),
+            "node_id": ray.get_runtime_context().get_node_id(),
             "done": report.diverged or self.trainer.finished,
         }
 
