@@ -227,7 +227,7 @@ def test_dataset_to_moves_every_tensor():
     dataset = load_dataset("digits").to("meta")
     for split in (dataset.train, dataset.val, dataset.test):
         assert split.x.device.type == "meta" and split.y.device.type == "meta"
-    assert dataset.noisy.device.type == "meta"
+    assert dataset.noisy.device.type == "meta" and dataset.trusted.device.type == "meta"
     assert dataset.input_shape == (1, 8, 8) and len(dataset.train) > 0
 
 
@@ -261,7 +261,16 @@ def test_label_noise_picks_wrong_classes_uniformly():
     assert ((counts[1:] - expected).abs() < 0.3 * expected).all()
 
 
-@pytest.mark.parametrize("share", [-0.1, 1.0])
+def test_a_trusted_tenth_keeps_its_true_labels():
+    clean = load_dataset("digits", data_seed=2)
+    noisy = load_dataset("digits", data_seed=2, label_noise=0.3)
+    assert int(noisy.trusted.sum()) == round(0.1 * len(noisy.train))
+    assert not (noisy.trusted & noisy.noisy).any()
+    assert torch.equal(noisy.train.y[noisy.trusted], clean.train.y[noisy.trusted])
+    assert clean.trusted.all()  # without noise every example is trusted
+
+
+@pytest.mark.parametrize("share", [-0.1, 0.95, 1.0])
 def test_label_noise_out_of_range_is_rejected(share):
     with pytest.raises(ValueError, match="label_noise"):
         load_dataset("digits", label_noise=share)

@@ -39,8 +39,8 @@ class TrainSettings:
     download: bool = setting(False, "download CIFAR data into data_dir if missing")
     data_seed: int = setting(0, "seed of the fixed train/validation/test split", check=_non_negative, rule=">= 0")
     label_noise: float = setting(
-        0.0, "share of training labels flipped to a wrong class",
-        check=lambda v: 0 <= v < 1, rule="in [0, 1)",
+        0.0, "share of training labels flipped to a wrong class (a trusted tenth stays clean)",
+        check=lambda v: 0 <= v <= 0.9, rule="in [0, 0.9]",
     )
     seed: int = setting(0, "seed of initialisation, shuffling and augmentation", check=_non_negative, rule=">= 0")
     epochs: int = setting(10, "training epochs", check=_positive, rule="> 0")

