@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--data-dir", default=DEFAULTS.data_dir, help="folder of on-disk datasets")
     add("--set", nargs="*", default=[], metavar="KEY=VALUE",
         help="fix a training setting for every trial, e.g. --set schedule=step optimizer=adamw")
+    add("--searcher", choices=("tpe", "random"), default=DEFAULTS.searcher,
+        help="Optuna sampler: TPE (multivariate, constant liar) or random")
+    add("--scheduler", choices=("asha", "fifo"), default=DEFAULTS.scheduler,
+        help="ASHA stops weak trials at rungs after the grace period; fifo runs every trial to the end")
+    add("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every,
+        help="epochs between trial checkpoints (for crash retries and --resume; 0 = only at the end)")
+    add("--no-reuse-actors", dest="reuse_actors", action="store_false",
+        help="start a fresh worker process for every trial instead of reusing them")
     add("--wait-for-gpus", action="store_true",
         help="allow GPU trials on a cluster with no GPU yet (autoscaling GPU workers)")
     add("--resume", action="store_true",
@@ -92,6 +100,10 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
         time_budget_s=args.time_budget,
         data_dir=args.data_dir,
         wait_for_gpus=args.wait_for_gpus,
+        searcher=args.searcher,
+        scheduler=args.scheduler,
+        reuse_actors=args.reuse_actors,
+        checkpoint_every=args.checkpoint_every,
         fixed=_settings(args.set),
     )
 

@@ -9,7 +9,6 @@ its run instead of getting a duplicate. The schema is in docs/contracts.md.
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time
@@ -41,28 +40,17 @@ def end_state(last_result: dict[str, Any], epochs: int) -> str:
     return "stopped_early"
 
 
-def params_from_config(config: dict[str, Any]) -> dict[str, str]:
-    """A flat run config as MLflow param strings (lists as JSON, so they read back)."""
-    return {
-        key: json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
-        for key, value in sorted(config.items())
-    }
-
-
-def config_from_params(params: dict[str, str]) -> dict[str, Any]:
-    """The complete, validated run config back from a run's MLflow params."""
-
-    def parse(text: str) -> Any:
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return text
-
-    return RunConfig.from_dict({key: parse(value) for key, value in params.items()}).to_dict()
-
-
 def _flat_params(config: dict[str, Any]) -> list[Param]:
-    return [Param(key, value) for key, value in params_from_config(config).items()]
+    return [Param(key, value) for key, value in RunConfig.from_dict(config).to_params().items()]
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts of a sqlite store sit beside the database (`mlruns/`), not in the
+    current folder; a server decides for itself (None)."""
+    if tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+        return (database.parent / "mlruns").as_uri()
+    return None
 
 
 class SweepRecorder:
@@ -72,7 +60,11 @@ class SweepRecorder:
         self.client = MlflowClient(tracking_uri)
         self.sweep_id = sweep_id
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self.experiment_id = (
+            found.experiment_id
+            if found
+            else self.client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
+        )
 
     def parent_run(self, *, dataset: str, model: str, regimes: tuple[str, ...], code_version: str) -> str:
         """The dataset's parent run for this sweep, created on first use."""
@@ -213,7 +205,7 @@ class SweepRecorder:
             candidates,
             key=lambda run: (run.data.metrics["val_acc"], -run.data.metrics["train_loss"]),
         )
-        config = config_from_params(best.data.params)
+        config = RunConfig.from_params(best.data.params).to_dict()
         return Winner(
             run_id=best.info.run_id,
             config=config,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,8 +21,11 @@ from typing import Any
 from trainables.config import MODELS, RunConfig
 from trainables.data import check_dataset_available
 from trainables.regimes import REGIME_NAMES
+from trainables.version import code_version
 
 LATEST_SWEEP = "latest_sweep.json"
+SEARCHERS = ("tpe", "random")
+SCHEDULERS = ("asha", "fifo")
 METRIC = "val_acc"
 
 
@@ -58,6 +60,10 @@ class SweepOptions:
     data_dir: str = "data"
     max_failures: int = 2
     wait_for_gpus: bool = False
+    searcher: str = "tpe"
+    scheduler: str = "asha"
+    reuse_actors: bool = True
+    checkpoint_every: int = 1
     fixed: dict[str, Any] = field(default_factory=dict)
 
     def trial_settings(self, dataset: str) -> dict[str, Any]:
@@ -85,26 +91,6 @@ class DatasetOutcome:
     end_states: dict[str, int]
 
 
-def code_version() -> str:
-    """The git commit of the code (with '+dirty' for local changes), else the package version."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True
-        ).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return version("lerac-search")
-        except PackageNotFoundError:
-            return "unknown"
-
-
 # -- validation, before anything is written ---------------------------------------
 def validate_options(options: SweepOptions) -> None:
     """Reject bad input with one clear message (SweepError) before any trial starts."""
@@ -123,6 +109,9 @@ def validate_options(options: SweepOptions) -> None:
         "cpus_per_trial": options.cpus_per_trial > 0,
         "gpus_per_trial": options.gpus_per_trial >= 0,
         "max_concurrent": options.max_concurrent >= 1,
+        "searcher": options.searcher in SEARCHERS,
+        "scheduler": options.scheduler in SCHEDULERS,
+        "checkpoint_every": options.checkpoint_every >= 0,
     }
     for name, ok in checks.items():
         if not ok:
@@ -214,7 +203,7 @@ def _tuner(options: SweepOptions, dataset: str, experiment_dir: Path, callback: 
     """A Tuner for one dataset: OptunaSearch (TPE) + ASHA + reused actors + checkpoints."""
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
@@ -232,7 +221,9 @@ def _tuner(options: SweepOptions, dataset: str, experiment_dir: Path, callback: 
         progress_reporter=progress_reporter(),
         verbose=1,
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=1),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=1, checkpoint_frequency=options.checkpoint_every, checkpoint_at_end=True
+        ),
     )
     if resume and (experiment_dir / "tuner.pkl").exists():
         return tune.Tuner.restore(
@@ -246,13 +237,21 @@ def _tuner(options: SweepOptions, dataset: str, experiment_dir: Path, callback: 
         ),
         metric=METRIC,
         mode="max",
-        sampler=optuna.samplers.TPESampler(seed=options.seed),
+        sampler=(
+            optuna.samplers.TPESampler(seed=options.seed)
+            if options.searcher == "tpe"
+            else optuna.samplers.RandomSampler(seed=options.seed)
+        ),
     )
-    scheduler = ASHAScheduler(
-        time_attr="training_iteration",
-        max_t=options.epochs,
-        grace_period=options.grace_period,
-        reduction_factor=options.reduction_factor,
+    scheduler = (
+        ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=options.epochs,
+            grace_period=options.grace_period,
+            reduction_factor=options.reduction_factor,
+        )
+        if options.scheduler == "asha"
+        else FIFOScheduler()
     )
     return tune.Tuner(
         trainable,
@@ -262,7 +261,7 @@ def _tuner(options: SweepOptions, dataset: str, experiment_dir: Path, callback: 
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent),
             scheduler=scheduler,
             num_samples=options.num_trials,
-            reuse_actors=True,
+            reuse_actors=options.reuse_actors,
             time_budget_s=options.time_budget_s,
         ),
         run_config=run_config,
@@ -302,7 +301,8 @@ def run_sweep(options: SweepOptions, *, resume: bool = False) -> list[DatasetOut
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(address=options.address, include_dashboard=False, log_to_driver=False)
+        # "local" always starts a fresh runtime; None would join a running `ray start` cluster.
+        ray.init(address=options.address or "local", include_dashboard=False, log_to_driver=False)
     try:
         check_cluster_resources(options)
         save_state(storage_path, sweep_id, options, finished)

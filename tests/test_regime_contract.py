@@ -93,6 +93,14 @@ class TestRegimeContract:
         config = RunConfig.from_dict({**BASE, "regime": regime, **QUICK_SETTINGS[regime]})
         assert RunConfig.from_dict(config.to_dict()) == config
 
+    def test_config_round_trips_through_string_params(self, regime):
+        config = RunConfig.from_dict(
+            {**BASE, "regime": regime, **QUICK_SETTINGS[regime], "milestones": [2, 3], "data_dir": "2024"}
+        )
+        params = config.to_params()
+        assert all(isinstance(value, str) for value in params.values())
+        assert RunConfig.from_params(params) == config
+
 
 def test_unknown_regime():
     with pytest.raises(ValueError, match="unknown regime 'sgdr'"):

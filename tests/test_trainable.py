@@ -14,7 +14,7 @@ CONFIG = {"regime": "lerac", "dataset": "digits", "epochs": 3, "curriculum_epoch
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_runtime():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

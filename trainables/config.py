@@ -7,6 +7,8 @@ shared `TrainSettings` and the chosen regime's settings, validating both.
 
 from __future__ import annotations
 
+import json
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -105,3 +107,26 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """The flat dict form, complete with defaults; `from_dict` round-trips it."""
         return {**settings_dict(self.train), **settings_dict(self.regime)}
+
+    def to_params(self) -> dict[str, str]:
+        """The flat form as strings (lists as JSON), e.g. for MLflow params."""
+        return {
+            key: json.dumps(value) if isinstance(value, list) else str(value)
+            for key, value in sorted(self.to_dict().items())
+        }
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> RunConfig:
+        """Read back `to_params`: each string is parsed by its setting's declared type,
+        so a string setting that looks like a number stays a string."""
+        from trainables.regimes import regime_class
+
+        regime = params.get("regime", TrainSettings.regime)
+        types = {
+            **typing.get_type_hints(TrainSettings),
+            **typing.get_type_hints(regime_class(regime).Settings),
+        }
+        return cls.from_dict({
+            key: json.loads(text) if typing.get_origin(types.get(key)) is tuple else text
+            for key, text in params.items()
+        })

@@ -20,6 +20,7 @@ from trainables.config import RunConfig, TrainSettings
 from trainables.config_file import read_config_file
 from trainables.regimes import REGIMES
 from trainables.training import EpochReport, Trainer
+from trainables.version import code_version
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, settings_type: type, title: str) -> None:
@@ -114,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if recorded is not None:
         verdict = "reproduced exactly" if report.test_acc == recorded else "differs from"
         print(f"recorded test accuracy: {100 * recorded:.2f}% ({verdict} the recorded run)")
+        recorded_version = metadata.get("code_version")
+        if verdict == "differs from" and recorded_version:
+            print(f"the run was recorded with code version {recorded_version}; "
+                  f"this is {code_version()}: numerics can differ between versions")
     if args.output is not None:
         result = {"config": config.to_dict(), **report.metrics()}
         args.output.write_text(json.dumps(result, indent=2))

@@ -1,0 +1,164 @@
+"""`python -m analysis <command>` (console script `lerac-analysis`): look at a sweep's results.
+
+Commands: leaderboard, export, confirm, plots, report (all read a sweep from
+MLflow), and rates (the per-layer rate curves of any config file, no sweep
+needed). Bad input ends with one `error:` line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import optuna
+
+from analysis.errors import AnalysisError
+from analysis.records import Sweep, load_sweep
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "lerac-sweep"
+
+
+def _sweep(args: argparse.Namespace) -> Sweep:
+    return load_sweep(args.tracking_uri, args.experiment, args.sweep_id)
+
+
+def _out(args: argparse.Namespace, sweep: Sweep, root: str) -> Path:
+    """The output folder: --out, else `<root>/<sweep_id>` (both gitignored roots)."""
+    out = args.out or Path(root) / sweep.sweep_id
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from analysis.leaderboard import format_table, leaderboard
+
+    sweep = _sweep(args)
+    board = leaderboard(sweep)
+    path = _out(args, sweep, "reports") / "leaderboard.csv"
+    board.to_csv(path, index=False)
+    print(f"sweep {sweep.sweep_id} ({sweep.experiment}): accuracies % over completed trials, "
+          f"shares % of finished trials, * = winner")
+    print(format_table(board))
+    print(f"written: {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from analysis.export import export_all
+
+    sweep = _sweep(args)
+    for path in export_all(sweep, _out(args, sweep, "exports")):
+        print(f"written: {path}")
+    print("replay with: python -m trainables.train --config FILE")
+    return 0
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from analysis.confirm import confirm, describe, fresh_seeds, log_confirmation
+
+    if args.seeds < 2:
+        raise AnalysisError("--seeds must be at least 2: a paired test across seeds needs two")
+    sweep = _sweep(args)
+    datasets = args.dataset or sweep.datasets
+    unknown = sorted(set(datasets) - set(sweep.datasets))
+    if unknown:
+        raise AnalysisError(f"sweep {sweep.sweep_id!r} has no dataset {unknown[0]!r}")
+    for dataset in datasets:
+        seeds = (list(range(args.first_seed, args.first_seed + args.seeds)) if args.first_seed is not None
+                 else fresh_seeds(sweep, dataset, args.seeds))
+        print(f"{dataset}: training winner and baseline on seeds {seeds}", flush=True)
+        result = confirm(sweep, dataset, seeds, args.baseline,
+                         on_pair=lambda pair: print(f"  seed {pair.seed} done", flush=True))
+        log_confirmation(sweep, result)
+        print(describe(result))
+    return 0
+
+
+def cmd_plots(args: argparse.Namespace) -> int:
+    from analysis.plots import write_plots
+
+    sweep = _sweep(args)
+    for paths in write_plots(sweep, _out(args, sweep, "reports")).values():
+        for path in paths:
+            print(f"written: {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from analysis.report import write_report
+
+    sweep = _sweep(args)
+    print(f"written: {write_report(sweep, _out(args, sweep, 'reports'))}")
+    return 0
+
+
+def cmd_rates(args: argparse.Namespace) -> int:
+    from analysis.plots import rate_curves_figure, save
+    from trainables.config_file import read_config_file
+
+    try:
+        figure = rate_curves_figure(read_config_file(args.config).settings, args.epochs)
+    except (ValueError, FileNotFoundError) as error:
+        raise AnalysisError(str(error)) from None
+    print(f"written: {save(figure, args.png)}")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", default=DEFAULT_URI, help=f"MLflow tracking URI (default: {DEFAULT_URI})")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
+                        help=f"MLflow experiment of the sweep (default: {DEFAULT_EXPERIMENT})")
+    parser.add_argument("--sweep-id", help="sweep to analyse (default: the experiment's latest)")
+    parser.add_argument("--out", type=Path, help="output folder (default: reports/<sweep_id> or exports/<sweep_id>)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.set_defaults(handler=handler)
+        if name != "rates":
+            _common(sub)
+        return sub
+
+    add("leaderboard", cmd_leaderboard,
+        "per dataset and regime: best and mean accuracies, trial counts, how trials ended (table and CSV)")
+    add("export", cmd_export, "each dataset's winner as a replayable YAML config (and JSON)")
+    confirm = add("confirm", cmd_confirm,
+                  "retrain winner and baseline over fresh seeds; McNemar, paired t-test, Wilcoxon, effect size")
+    confirm.add_argument("--seeds", type=int, default=3, help="number of seeds (default: 3)")
+    confirm.add_argument("--first-seed", type=int,
+                         help="first seed (default: one above every seed the sweep's trials used)")
+    confirm.add_argument("--baseline", choices=("tuned", "ablation"), default="tuned",
+                         help="tuned: the best conventional trial (default; the winner's settings with regime "
+                              "conventional if none completed); ablation: always the winner's settings with "
+                              "regime conventional")
+    confirm.add_argument("--dataset", action="append", help="confirm only this dataset (repeatable)")
+    add("plots", cmd_plots, "PNG pictures per dataset, attached to its parent run")
+    add("report", cmd_report, "one self-contained HTML page of the sweep, attached to every parent run")
+    rates = add("rates", cmd_rates, "per-layer learning-rate curves of a config file (no sweep needed)")
+    rates.add_argument("--config", type=Path, required=True, help="YAML config (e.g. an exported winner)")
+    rates.add_argument("--epochs", type=int, help="epochs to draw (default: the config's epochs)")
+    rates.add_argument("--png", type=Path, default=Path("curriculum.png"), help="output file (default: curriculum.png)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one INFO line per rebuilt study otherwise
+    try:
+        return args.handler(args)
+    except AnalysisError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""The sweep's pictures as PNG files: rate curves, learning curves, importances, parallel coordinates.
+
+Figures are built as `matplotlib.figure.Figure` objects (no pyplot, no global
+state, the Agg canvas), so they render the same headless, in tests and in CI.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
+
+from analysis.errors import AnalysisError
+from analysis.importance import build_study, param_importances
+from analysis.records import Sweep, histories, log_files, trial_config
+from analysis.winners import best_trial, winner
+from trainables.config import RunConfig
+from trainables.regimes import REGIME_NAMES, REGIMES
+from trainables.training import layer_rate_curves
+
+REGIME_COLOURS = dict(zip(REGIME_NAMES, matplotlib.colormaps["tab10"].colors, strict=False))
+MISSING = -0.15  # where a trial without a (conditional) setting sits on its parallel axis
+DPI = 150
+
+_SYMBOLS = {"curriculum_epochs": "k", "decay_base": "b", "eta_min": "η_min", "shape": "shape"}
+
+
+def setting_label(key: str) -> str:
+    """A setting's name, with its regime when only that regime has it (a conditional setting)."""
+    owners = [name for name, regime in REGIMES.items() if key in regime.Settings.__dataclass_fields__]
+    return f"{key} ({owners[0]})" if owners else key
+
+
+def _regime_colour(regime: str) -> Any:
+    return REGIME_COLOURS.get(regime, "0.4")
+
+
+def _settings_line(config: dict[str, Any]) -> str:
+    """The settings that shape the rate curves, for a title."""
+    own = [f"{_SYMBOLS[key]} = {config[key]:.3g}" if isinstance(config[key], float)
+           else f"{_SYMBOLS[key]} = {config[key]}" for key in _SYMBOLS if key in config]
+    if "curriculum_epochs" in config:
+        own[0] += " epochs"
+    if config.get("update_every", 1) > 1:
+        own.append(f"rates updated every {config['update_every']} steps")
+    shared = [f"η0 = {config['lr']:.3g}", f"{config['optimizer']}", f"{config['schedule']} schedule"]
+    return ", ".join(own + shared)
+
+
+def rate_curves_figure(config: dict[str, Any], epochs: int | None = None) -> Figure:
+    """Every layer group's learning rate over the first `epochs` epochs (log scale).
+
+    One line per group, coloured from the input (dark) to the output (light);
+    the curriculum phase (LeRaC's first k epochs) is shaded.
+    """
+    config = RunConfig.from_dict(config).to_dict()
+    epochs = epochs or int(config["epochs"])
+    steps, curves = layer_rate_curves(config, epochs)
+    per_epoch = len(steps) / epochs
+    x = np.asarray(steps) / per_epoch
+    figure = Figure(figsize=(8.5, 4.8), layout="constrained", dpi=DPI)
+    ax = figure.add_subplot()
+    colours = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.92, len(curves)))
+    for (name, rates), colour in zip(curves.items(), colours, strict=True):
+        ax.plot(x, rates, color=colour, linewidth=1.8, label=name)
+    _label_shared_starts(ax, curves)
+    k = config.get("curriculum_epochs")
+    if k is not None:
+        ax.axvspan(0, min(k, epochs), color="0.93", zorder=0)
+        ax.text(min(k, epochs) / 2, 0.02, f"curriculum: k = {k:.3g} epochs", transform=ax.get_xaxis_transform(),
+                ha="center", va="bottom", fontsize=9, color="0.3")
+    ax.set_yscale("log", nonpositive="mask")
+    ax.set_xlim(0, epochs)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(title="layer group\n(input → output)", loc="center left", bbox_to_anchor=(1.01, 0.5),
+              fontsize=8, title_fontsize=8, frameon=False)
+    ax.set_title(f"{config['regime']}: per-layer learning rates, {config['model']} "
+                 f"({config['granularity']} groups) on {config['dataset']}\n{_settings_line(config)}",
+                 fontsize=10)
+    return figure
+
+
+def _label_shared_starts(ax: Any, curves: dict[str, list[float]]) -> None:
+    """Name the groups whose lines coincide from the start (e.g. every layer at the floor)."""
+    starts: dict[float, list[str]] = {}
+    for name, rates in curves.items():
+        starts.setdefault(float(f"{rates[0]:.6g}"), []).append(name)  # equal up to rounding
+    for rate, names in starts.items():
+        if len(names) > 1 and rate > 0:
+            ax.annotate(f"{names[0]} … {names[-1]}", (0, rate), xytext=(6, 4), textcoords="offset points",
+                        fontsize=8, color="0.25")
+
+
+def learning_curves_figure(history: pd.DataFrame, trials: pd.DataFrame, winner_id: str | None) -> Figure:
+    """Validation accuracy per epoch, one line per trial coloured by regime; the winner bold."""
+    figure = Figure(figsize=(8, 4.8), layout="constrained", dpi=DPI)
+    ax = figure.add_subplot()
+    for _, trial in trials.iterrows():
+        points = history[history["run_id"] == trial["run_id"]]
+        if points.empty:
+            continue
+        is_winner = trial["run_id"] == winner_id
+        ax.plot(points["epoch"], 100 * points["value"], color=_regime_colour(trial["regime"]),
+                linewidth=2.8 if is_winner else 1.0, alpha=1.0 if is_winner else 0.6,
+                marker="o" if is_winner else None, markersize=4, zorder=3 if is_winner else 2)
+        if trial["end_state"] in ("stopped_early", "diverged"):
+            ax.plot(points["epoch"].iloc[-1], 100 * points["value"].iloc[-1], "x", color="0.2", markersize=6)
+    regimes = sorted(trials["regime"].dropna().unique())
+    handles = [Line2D([], [], color=_regime_colour(r), label=r) for r in regimes]
+    handles += [Line2D([], [], color="0.2", linewidth=2.8, marker="o", label="winner"),
+                Line2D([], [], color="0.2", marker="x", linestyle="", label="stopped/diverged")]
+    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    dataset = trials["dataset"].iloc[0] if len(trials) else ""
+    ax.set_title(f"{dataset}: learning curves of {len(trials)} trials", fontsize=10)
+    return figure
+
+
+def importance_figure(importances: dict[str, float], completed: int, dataset: str) -> Figure:
+    """Horizontal bars of Optuna's parameter importances (PED-ANOVA), most important on top."""
+    figure = Figure(figsize=(7, 0.45 * max(len(importances), 3) + 1.2), layout="constrained", dpi=DPI)
+    ax = figure.add_subplot()
+    if importances:
+        names = list(importances)[::-1]
+        bars = ax.barh([setting_label(n) for n in names], [importances[n] for n in names], color="#4c72b0")
+        ax.bar_label(bars, fmt="%.2f", padding=3, fontsize=8)
+        ax.set_xlabel("importance (normalised)")
+        ax.set_xlim(0, 1)
+    else:
+        ax.text(0.5, 0.5, "fewer than 2 completed trials,\nor nothing was searched",
+                ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    ax.set_title(f"{dataset}: parameter importance (Optuna PED-ANOVA) over {completed} completed trials",
+                 fontsize=10)
+    return figure
+
+
+def _axis_positions(values: list[Any], distribution: BaseDistribution) -> np.ndarray:
+    """Values mapped to [0, 1] along their axis (log-scaled where searched so); missing ones low."""
+    if isinstance(distribution, CategoricalDistribution):
+        last = max(len(distribution.choices) - 1, 1)
+        return np.array([MISSING if v is None else distribution.choices.index(v) / last for v in values])
+    low, high = distribution.low, distribution.high
+    scale = np.log if distribution.log else (lambda v: v)
+    span = (scale(high) - scale(low)) or 1.0
+    return np.array([MISSING if v is None else (scale(v) - scale(low)) / span for v in values])
+
+
+def _axis_labels(distribution: BaseDistribution) -> list[tuple[float, str]]:
+    if isinstance(distribution, CategoricalDistribution):
+        last = max(len(distribution.choices) - 1, 1)
+        return [(i / last, str(choice)) for i, choice in enumerate(distribution.choices)]
+    return [(0.0, f"{distribution.low:.3g}"), (1.0, f"{distribution.high:.3g}")]
+
+
+def parallel_figure(trials: pd.DataFrame, space: dict[str, BaseDistribution], winner_id: str | None) -> Figure:
+    """Parallel coordinates: one polyline per trial through its searched settings to val_acc."""
+    scored = trials[trials["val_acc"].map(math.isfinite)]
+    configs = [trial_config(row) for _, row in scored.iterrows()]
+    keys = sorted(space, key=lambda key: (key != "regime", key))
+    accuracies = scored["val_acc"].to_numpy()
+    target = FloatDistribution(float(accuracies.min()), float(accuracies.max())) if len(accuracies) else None
+    figure = Figure(figsize=(max(6.0, 1.3 * (len(keys) + 1)), 4.8), layout="constrained", dpi=DPI)
+    ax = figure.add_subplot()
+    if target is None:
+        ax.text(0.5, 0.5, "no trial has a validation accuracy", ha="center", transform=ax.transAxes)
+        return figure
+    columns = [_axis_positions([c.get(key) for c in configs], space[key]) for key in keys]
+    columns.append(_axis_positions(list(accuracies), target))
+    table = np.column_stack(columns)
+    for row, (_, trial) in zip(table, scored.iterrows(), strict=True):
+        is_winner = trial["run_id"] == winner_id
+        ax.plot(range(len(row)), row, color=_regime_colour(trial["regime"]), alpha=1.0 if is_winner else 0.55,
+                linewidth=2.8 if is_winner else 1.2,
+                linestyle="-" if trial["end_state"] == "completed" else ":")
+    for i, distribution in enumerate([*[space[k] for k in keys], target]):
+        ax.axvline(i, color="0.3", linewidth=0.8)
+        for y, label in _axis_labels(distribution):
+            ax.text(i + 0.03, y, label, fontsize=7, va="center", color="0.15")
+    ax.axhspan(MISSING - 0.05, MISSING + 0.05, color="0.93", zorder=0)
+    ax.text(-0.45, MISSING, "n/a", fontsize=7, va="center", color="0.4")
+    ax.set_xticks(range(len(keys) + 1), [*map(setting_label, keys), "val_acc"], rotation=30, ha="right", fontsize=8)
+    ax.set_yticks([])
+    ax.set_xlim(-0.5, len(keys) + 0.3)
+    ax.set_ylim(MISSING - 0.08, 1.08)
+    regimes = sorted(scored["regime"].dropna().unique())
+    ax.legend(handles=[Line2D([], [], color=_regime_colour(r), label=r) for r in regimes]
+              + [Line2D([], [], color="0.3", linestyle=":", label="not completed")],
+              loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    dataset = scored["dataset"].iloc[0]
+    ax.set_title(f"{dataset}: searched settings of {len(scored)} trials (winner bold)", fontsize=10)
+    return figure
+
+
+def save(figure: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def dataset_plots(sweep: Sweep, dataset: str, out: Path) -> list[Path]:
+    """All pictures of one dataset's trials, written to `out` as `<dataset>-<kind>.png`."""
+    trials = sweep.trials_of(dataset)
+    written = []
+    try:
+        top = winner(sweep, dataset)
+    except AnalysisError:
+        top = None
+    if top is not None:
+        written.append(save(rate_curves_figure(top.config), out / f"{dataset}-rates-winner.png"))
+    lerac = best_trial(trials, "lerac")
+    if lerac is not None and (top is None or lerac.run_id != top.run_id):
+        written.append(save(rate_curves_figure(lerac.config), out / f"{dataset}-rates-best-lerac.png"))
+    winner_id = top.run_id if top else None
+    history = histories(sweep.client, trials["run_id"], "val_acc")
+    written.append(save(learning_curves_figure(history, trials, winner_id), out / f"{dataset}-learning-curves.png"))
+    study, space = build_study(trials)
+    completed = len([t for t in study.trials if t.value is not None])
+    written.append(save(importance_figure(param_importances(study), completed, dataset),
+                        out / f"{dataset}-importance.png"))
+    written.append(save(parallel_figure(trials, space, winner_id), out / f"{dataset}-parallel.png"))
+    return written
+
+
+def write_plots(sweep: Sweep, out: Path) -> dict[str, list[Path]]:
+    """Every dataset's pictures, written to `out` and attached to its parent run."""
+    written = {dataset: dataset_plots(sweep, dataset, out) for dataset in sweep.datasets}
+    for dataset, paths in written.items():
+        log_files(sweep, dataset, paths)
+    return written

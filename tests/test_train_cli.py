@@ -1,0 +1,80 @@
+"""`python -m trainables.train`: flags, config files, progress, errors, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from trainables.config_file import write_config_file
+from trainables.train import main
+
+
+def run(args: list[str], tmp_path, capsys) -> tuple[int, dict, str]:
+    output = tmp_path / "result.json"
+    code = main([*args, "--output", str(output)])
+    printed = capsys.readouterr()
+    return code, json.loads(output.read_text()) if output.exists() else {}, printed.out + printed.err
+
+
+def test_prints_progress_per_epoch_and_final_accuracies(tmp_path, capsys):
+    code, result, printed = run(["--regime", "lerac", "--epochs", "2", "--curriculum-epochs", "1"], tmp_path, capsys)
+    assert code == 0
+    assert printed.count("epoch ") == 2 and "lr[stem]" in printed and "lr[head]" in printed
+    assert f"final test accuracy: {100 * result['test_acc']:.2f}%" in printed
+    assert result["config"]["regime"] == "lerac" and result["config"]["curriculum_epochs"] == 1.0
+
+
+def test_deterministic_on_the_cpu_for_a_seed(tmp_path, capsys):
+    args = ["--regime", "leap", "--epochs", "2", "--seed", "7", "--quiet"]
+    first = run(args, tmp_path, capsys)[1]
+    second = run(args, tmp_path, capsys)[1]
+    first.pop("epoch_seconds"), second.pop("epoch_seconds")
+    assert first == second
+
+
+def test_config_file_with_flag_overrides(tmp_path, capsys):
+    path = write_config_file(
+        tmp_path / "best_config.yaml",
+        {"regime": "lerac", "epochs": 3, "curriculum_epochs": 1, "shape": "cosine"},
+        {"source_run_id": "abc"},
+    )
+    code, result, _ = run(["--config", str(path), "--epochs", "1", "--quiet"], tmp_path, capsys)
+    assert code == 0
+    assert result["config"]["shape"] == "cosine" and result["config"]["epochs"] == 1 and result["epoch"] == 1
+
+
+def test_replay_says_whether_it_reproduced_the_recorded_accuracy(tmp_path, capsys):
+    settings = {"regime": "conventional", "epochs": 1, "seed": 3}
+    _, result, _ = run(["--regime", "conventional", "--epochs", "1", "--seed", "3"], tmp_path, capsys)
+    path = write_config_file(tmp_path / "c.yaml", settings, {"recorded_test_acc": result["test_acc"]})
+    assert "reproduced exactly" in run(["--config", str(path)], tmp_path, capsys)[2]
+    path = write_config_file(tmp_path / "c.yaml", settings,
+                             {"recorded_test_acc": 0.01, "code_version": "0000000"})
+    printed = run(["--config", str(path)], tmp_path, capsys)[2]
+    assert "differs from" in printed and "code version 0000000" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--regime", "lerac", "--leap-sigma", "0.3"], "unknown setting 'leap_sigma' for regime 'lerac'"),
+        (["--lr", "-1"], "setting 'lr' must be > 0"),
+        (["--regime", "nope"], "unknown regime 'nope'"),
+        (["--dataset", "cifar10", "--data-dir", "{tmp}/none"], "cifar10: expected"),
+        (["--config", "{tmp}/missing.yaml"], "does not exist"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(tmp_path, capsys, args, message):
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+    code, _, printed = run(args, tmp_path, capsys)
+    assert code == 2
+    assert printed.strip().startswith("error: ") and message in printed and printed.strip().count("\n") == 0
+
+
+def test_config_file_must_be_a_mapping(tmp_path, capsys):
+    path = tmp_path / "list.yaml"
+    path.write_text(yaml.safe_dump([1, 2]))
+    code, _, printed = run(["--config", str(path)], tmp_path, capsys)
+    assert code == 2 and "must hold a mapping" in printed
