@@ -132,3 +132,14 @@ def test_multirate_needs_a_slow_layer():
 def test_nesterov_needs_momentum():
     with pytest.raises(ValueError, match="'nesterov'"):
         RunConfig.from_dict({"nesterov": True, "momentum": 0.0})
+
+
+def test_lerac_resnet18_blocks_start_at_the_official_rates():
+    trainer = Trainer(RunConfig.from_dict({
+        "regime": "lerac", "model": "resnet18", "dataset": "digits", "lr": 0.1,
+        "decay_base": 0.1, "eta_min": 1e-6, "curriculum_epochs": 5, "epochs": 10,
+    }))
+    rates = trainer.regime.layer_rates()
+    assert list(rates) == ["stem", "layer1.0", "layer1.1", "layer2.0", "layer2.1",
+                           "layer3.0", "layer3.1", "layer4.0", "layer4.1", "head"]
+    assert list(rates.values()) == pytest.approx([0.1, 1e-2, 1e-3, 1e-4, 1e-5] + [1e-6] * 5)
