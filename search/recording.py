@@ -66,17 +66,18 @@ class SweepRecorder:
             else self.client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
         )
 
+    def _sweep_run(self, **tags: str) -> str | None:
+        """The id of this sweep's run carrying `tags`, if it exists (e.g. after a resume)."""
+        conditions = [f"tags.sweep_id = '{self.sweep_id}'"]
+        conditions += [f"tags.{key} = '{value}'" for key, value in tags.items()]
+        found = self.client.search_runs([self.experiment_id], filter_string=" and ".join(conditions))
+        return found[0].info.run_id if found else None
+
     def parent_run(self, *, dataset: str, model: str, regimes: tuple[str, ...], code_version: str) -> str:
         """The dataset's parent run for this sweep, created on first use."""
-        existing = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=(
-                f"tags.role = '{PARENT_ROLE}' and tags.sweep_id = '{self.sweep_id}' "
-                f"and tags.dataset = '{dataset}'"
-            ),
-        )
-        if existing:
-            return existing[0].info.run_id
+        existing = self._sweep_run(role=PARENT_ROLE, dataset=dataset)
+        if existing is not None:
+            return existing
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"{dataset}-{self.sweep_id}",
@@ -93,17 +94,10 @@ class SweepRecorder:
 
     def trial_run(self, *, parent_run_id: str, dataset: str, trial_id: str, config: dict[str, Any]) -> str:
         """The trial's child run, found by its tags after a resume, else created."""
-        existing = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=(
-                f"tags.role = '{TRIAL_ROLE}' and tags.sweep_id = '{self.sweep_id}' "
-                f"and tags.trial_id = '{trial_id}'"
-            ),
-        )
-        if existing:
-            run_id = existing[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-            return run_id
+        existing = self._sweep_run(role=TRIAL_ROLE, trial_id=trial_id)
+        if existing is not None:
+            self.client.update_run(existing, status="RUNNING")
+            return existing
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"{config['regime']}-{trial_id}",
