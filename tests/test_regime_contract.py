@@ -143,3 +143,20 @@ def test_lerac_resnet18_blocks_start_at_the_official_rates():
     assert list(rates) == ["stem", "layer1.0", "layer1.1", "layer2.0", "layer2.1",
                            "layer3.0", "layer3.1", "layer4.0", "layer4.1", "head"]
     assert list(rates.values()) == pytest.approx([0.1, 1e-2, 1e-3, 1e-4, 1e-5] + [1e-6] * 5)
+
+
+def test_compiled_model_trains_and_is_reused_by_the_next_trial():
+    from torch._dynamo.utils import counters
+
+    first = make_trainer("conventional", compile=True, epochs=2)
+    assert first.train_epoch().val_acc > CHANCE + 0.3
+    assert list(first.model.state_dict()) == list(make_trainer("conventional").model.state_dict())
+    graphs = counters["stats"]["unique_graphs"]
+    second = make_trainer("conventional", compile=True, epochs=2, seed=4)  # a new trial, same process
+    second.train_epoch()
+    assert counters["stats"]["unique_graphs"] == graphs  # no recompilation
+
+
+def test_per_instance_rejects_compile():
+    with pytest.raises(ValueError, match="'compile'"):
+        RunConfig.from_dict({"regime": "per_instance", "compile": True})

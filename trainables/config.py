@@ -65,6 +65,9 @@ class TrainSettings:
     min_lr: float = setting(0.0, "final rate of the cosine schedules", check=_non_negative, rule=">= 0")
     granularity: str = setting("block", "how parameters are grouped into layers", choices=GRANULARITIES)
     device: str = setting("auto", "'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
+    compile: bool = setting(
+        False, "torch.compile the model (worth it on a GPU for long runs; the first epoch pays the compile)"
+    )
     cpu_threads: int = setting(
         1, "torch threads when training on the CPU (results reproduce only with the same count)",
         check=_positive, rule="> 0",

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from trainables.config import RunConfig
-from trainables.data import Split, augment_batch, load_dataset
+from trainables.data import Dataset, Split, augment_batch, load_dataset
 from trainables.layers import layer_groups
 from trainables.models import build_model
 from trainables.regimes import RegimeContext, regime_class
@@ -62,27 +62,39 @@ class EpochReport:
 
 
 class Trainer:
-    """Builds data, model and regime from a `RunConfig` and trains epoch by epoch."""
+    """Builds data, model and regime from a `RunConfig` and trains epoch by epoch.
 
-    def __init__(self, config: RunConfig):
+    On a GPU the model and batches are channels_last under bf16 autocast; on
+    the CPU they stay NCHW in full precision (the team's rule, although
+    channels_last measured 10-20% faster per CPU epoch here).
+    """
+
+    def __init__(self, config: RunConfig, data: Dataset | None = None):
+        """`data`, when given, replaces the configured dataset (the config's data keys are
+        then ignored): benchmarks and tests use it to train on tensors built in memory."""
         self.config = config
         train = config.train
         self.device = resolve_device(train.device)
-        on_gpu = self.device.type == "cuda"
-        if not on_gpu:
+        self.on_gpu = self.device.type == "cuda"
+        if not self.on_gpu:
             torch.set_num_threads(train.cpu_threads)
-        self.data = load_dataset(
-            train.dataset,
-            data_dir=train.data_dir,
-            data_seed=train.data_seed,
-            download=train.download,
-            label_noise=train.label_noise,
-        ).to(self.device)
+        if data is None:
+            data = load_dataset(
+                train.dataset,
+                data_dir=train.data_dir,
+                data_seed=train.data_seed,
+                download=train.download,
+                label_noise=train.label_noise,
+            )
+        self.data = data.to(self.device)
         torch.manual_seed(train.seed)
         model = build_model(
             train.model, num_classes=self.data.num_classes, in_channels=self.data.input_shape[0]
         ).to(self.device)
-        self.model = model.to(memory_format=torch.channels_last) if on_gpu else model
+        self.model = model.to(memory_format=torch.channels_last) if self.on_gpu else model
+        if train.compile:
+            # In place: parameter names, state_dict keys and layer groups stay the same.
+            self.model.compile()
         self.batches = torch.Generator().manual_seed(train.seed)
         self.steps_per_epoch = max(1, len(self.data.train) // train.batch_size)
         self.epoch = 0
@@ -101,14 +113,13 @@ class Trainer:
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast on the GPU; full precision on the CPU."""
-        if self.device.type == "cuda":
+        if self.on_gpu:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda":
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
+        """A batch in the model's memory format (channels_last on a GPU)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.on_gpu else x
 
     @property
     def finished(self) -> bool:
@@ -135,7 +146,7 @@ class Trainer:
         train_loss = loss_sum.item() / self.steps_per_epoch
         self.epoch += 1
         val_acc, test_acc = self.evaluate(data.val), self.evaluate(data.test)
-        if self.device.type == "cuda":
+        if self.on_gpu:
             torch.cuda.synchronize(self.device)
         return EpochReport(
             epoch=self.epoch,

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from trainables.config import TrainSettings
 from trainables.regimes.base import Regime, RegimeContext
 from trainables.settings import setting
 
@@ -39,6 +40,14 @@ class PerInstanceSettings:
 class PerInstance(Regime):
     name = "per_instance"
     Settings = PerInstanceSettings
+
+    @classmethod
+    def check_compatible(cls, train: TrainSettings, settings: PerInstanceSettings) -> None:
+        if train.compile:
+            raise ValueError(
+                "setting 'compile' cannot be used with regime 'per_instance': its look-ahead "
+                "needs a double backward, which compiled graphs do not support"
+            )
 
     def __init__(self, settings: PerInstanceSettings, context: RegimeContext):
         super().__init__(settings, context)
