@@ -73,6 +73,16 @@ def test_bad_input_gives_one_clear_line(tmp_path, capsys, args, message):
     assert printed.strip().startswith("error: ") and message in printed and printed.strip().count("\n") == 0
 
 
+def test_help_lists_every_setting(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    printed = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    for flag in ("--curriculum-epochs", "--decay-base", "--cbs-sigma", "--leap-sigma",
+                 "--multirate-m", "--instance-lr", "--milestones", "--compile"):
+        assert flag in printed
+
+
 def test_config_file_must_be_a_mapping(tmp_path, capsys):
     path = tmp_path / "list.yaml"
     path.write_text(yaml.safe_dump([1, 2]))

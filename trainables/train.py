@@ -29,7 +29,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser, settings_type: type, tit
     for field in dataclasses.fields(settings_type):
         flag = "--" + field.name.replace("_", "-")
         kind = hints[field.name]
-        help_text = f"{field.metadata['help']} (default: {field.default})"
+        help_text = f"{field.metadata['help']} (default: {field.default})".replace("%", "%%")
         if kind is bool:
             group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
