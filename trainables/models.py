@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from torch import nn
-from torchvision import models as tv
+
+if TYPE_CHECKING:
+    from torchvision import models as tv
 
 MODEL_NAMES: tuple[str, ...] = ("small_cnn", "resnet18", "wide_resnet50_2", "densenet121")
 
@@ -64,13 +68,20 @@ def _cifar_resnet(net: tv.ResNet, *, in_channels: int) -> nn.Sequential:
     ))
 
 
+def _torchvision_models() -> ModuleType:
+    """torchvision's model zoo, imported only when a model needs it (1.3 s per worker otherwise)."""
+    from torchvision import models
+
+    return models
+
+
 def resnet18(*, num_classes: int, in_channels: int) -> nn.Sequential:
-    net = tv.resnet18(weights=None, num_classes=num_classes)
+    net = _torchvision_models().resnet18(weights=None, num_classes=num_classes)
     return _cifar_resnet(net, in_channels=in_channels)
 
 
 def wide_resnet50_2(*, num_classes: int, in_channels: int) -> nn.Sequential:
-    net = tv.wide_resnet50_2(weights=None, num_classes=num_classes)
+    net = _torchvision_models().wide_resnet50_2(weights=None, num_classes=num_classes)
     return _cifar_resnet(net, in_channels=in_channels)
 
 
@@ -79,7 +90,7 @@ def densenet121(*, num_classes: int, in_channels: int) -> nn.Sequential:
 
     ceil_mode lets a 2x2 average pool map height 1 to height 1 instead of 0.
     """
-    net = tv.densenet121(weights=None, num_classes=num_classes)
+    net = _torchvision_models().densenet121(weights=None, num_classes=num_classes)
     features = net.features
     stem_conv = _stem_conv(in_channels, features.conv0.out_channels, mode="fan_in")
     stages: OrderedDict[str, nn.Module] = OrderedDict(
