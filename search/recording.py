@@ -163,8 +163,14 @@ class SweepRecorder:
 
     def finish_trial(self, run_id: str, state: str) -> None:
         """Tag how the trial ended and close its run (in the background, after its metrics)."""
+        ended = int(time.time() * 1000)  # now, not when the background writer gets to it
         self._submit(self.client.set_tag, run_id, "end_state", state)
-        self._submit(self.client.set_terminated, run_id, status="FAILED" if state == "errored" else "FINISHED")
+        self._submit(
+            self.client.set_terminated,
+            run_id,
+            status="FAILED" if state == "errored" else "FINISHED",
+            end_time=ended,
+        )
 
     def mark_winner(self, parent_run_id: str) -> Winner | None:
         """Record the dataset's winner on its parent run; None if no trial completed."""

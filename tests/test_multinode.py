@@ -34,7 +34,7 @@ def max_overlap(intervals: list[tuple[int, int]]) -> int:
 
 def test_half_gpu_trials_run_four_at_a_time_on_the_gpu_node(cluster, tmp_path):
     options = SweepOptions(
-        datasets=("digits",), num_trials=8, epochs=4, grace_period=4, cpus_per_trial=1,
+        datasets=("digits",), num_trials=8, epochs=8, grace_period=8, cpus_per_trial=1,
         gpus_per_trial=0.5, max_concurrent=8, storage_path=str(tmp_path / "ray"),
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="multinode",
     )
