@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainables.config import MODELS, RunConfig
+from trainables.config import RunConfig
 from trainables.data import check_dataset_available
+from trainables.models import MODEL_NAMES
 from trainables.regimes import REGIME_NAMES
 from trainables.version import code_version
 
@@ -97,8 +98,8 @@ def validate_options(options: SweepOptions) -> None:
     for regime in options.regimes:
         if regime not in REGIME_NAMES:
             raise SweepError(f"unknown regime {regime!r}; known regimes: {', '.join(REGIME_NAMES)}")
-    if options.model not in MODELS:
-        raise SweepError(f"unknown model {options.model!r}; known models: {', '.join(MODELS)}")
+    if options.model not in MODEL_NAMES:
+        raise SweepError(f"unknown model {options.model!r}; known models: {', '.join(MODEL_NAMES)}")
     if not options.datasets or not options.regimes:
         raise SweepError("give at least one dataset and one regime")
     checks = {

@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from trainables.data import DATASET_NAMES
+from trainables.layers import GRANULARITIES
+from trainables.models import MODEL_NAMES
 from trainables.settings import build_settings, setting, settings_dict
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adamax")
 SCHEDULES = ("constant", "step", "cosine", "warmup_cosine")
-GRANULARITIES = ("block", "module")
-DATASETS = ("digits", "mnist1d", "cifar10", "cifar100", "tinyimagenet")
-MODELS = ("small_cnn", "resnet18", "wide_resnet50_2", "densenet121")
 
 
 def _positive(value: float) -> bool:
@@ -35,8 +35,8 @@ class TrainSettings:
     """Settings every regime shares: data, model, optimizer and ordinary schedule."""
 
     regime: str = setting("conventional", "training regime (see trainables.regimes)")
-    dataset: str = setting("digits", "dataset name", choices=DATASETS)
-    model: str = setting("small_cnn", "model name", choices=MODELS)
+    dataset: str = setting("digits", "dataset name", choices=DATASET_NAMES)
+    model: str = setting("small_cnn", "model name", choices=MODEL_NAMES)
     data_dir: str = setting("data", "folder holding on-disk datasets (CIFAR, Tiny ImageNet)")
     download: bool = setting(False, "download CIFAR data into data_dir if missing")
     data_seed: int = setting(0, "seed of the fixed train/validation/test split", check=_non_negative, rule=">= 0")

@@ -117,11 +117,6 @@ def build_settings(cls: type[T], values: Mapping[str, Any], *, owner: str) -> T:
     return cls(**coerced)
 
 
-def settings_fields(cls: type) -> list[dataclasses.Field]:
-    """The fields of a settings dataclass, for building CLI flags and search spaces."""
-    return list(dataclasses.fields(cls))
-
-
 def settings_dict(instance: Any) -> dict[str, Any]:
     """Plain dict of a settings dataclass (tuples as lists, for YAML and MLflow)."""
     return {
