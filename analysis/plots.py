@@ -48,8 +48,10 @@ def _settings_line(config: dict[str, Any]) -> str:
            else f"{_SYMBOLS[key]} = {config[key]}" for key in _SYMBOLS if key in config]
     if "curriculum_epochs" in config:
         own[0] += " epochs"
-    if config.get("update_every", 1) > 1:
-        own.append(f"rates updated every {config['update_every']} steps")
+    if config.get("rule") == "stepped":
+        own.append(f"stepped x{1 / config['decay_base']:.3g} per update")
+    if config.get("updates_per_epoch"):
+        own.append(f"{config['updates_per_epoch']} rate updates per epoch")
     shared = [f"η0 = {config['lr']:.3g}", f"{config['optimizer']}", f"{config['schedule']} schedule"]
     return ", ".join(own + shared)
 

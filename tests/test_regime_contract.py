@@ -160,3 +160,29 @@ def test_compiled_model_trains_and_is_reused_by_the_next_trial():
 def test_per_instance_rejects_compile():
     with pytest.raises(ValueError, match="'compile'"):
         RunConfig.from_dict({"regime": "per_instance", "compile": True})
+
+
+def test_lerac_official_cifar10_settings_step_up_per_epoch():
+    """The official CIFAR-10 run: stepped x10 per epoch, classifier from eta0 * 1e-3."""
+    trainer = Trainer(RunConfig.from_dict({
+        "regime": "lerac", "model": "resnet18", "dataset": "digits", "lr": 0.1, "decay_base": 0.1,
+        "eta_min": 1e-6, "curriculum_epochs": 6, "epochs": 10, "rule": "stepped",
+        "updates_per_epoch": 1, "head_scale": 1e-3,
+    }))
+    schedule, per_epoch = trainer.regime.scheduler.schedule, trainer.steps_per_epoch
+    start = [0.1, 1e-2, 1e-3, 1e-4, 1e-5] + [1e-6] * 4 + [1e-4]
+    assert schedule.rates_at(per_epoch - 1) == pytest.approx(start)
+    assert schedule.rates_at(per_epoch) == pytest.approx([min(0.1, 10 * r) for r in start])
+    assert schedule.rates_at(5 * per_epoch) == pytest.approx([0.1] * 10)
+    assert schedule.rates_at(3 * per_epoch)[-1] == pytest.approx(0.1)  # the head arrives early
+
+
+def test_lerac_replaces_the_warmup():
+    with pytest.raises(ValueError, match="'warmup_epochs'"):
+        RunConfig.from_dict({"regime": "lerac", "warmup_epochs": 1})
+
+
+def test_optional_setting_round_trips_as_none():
+    config = RunConfig.from_dict({"regime": "lerac"})
+    assert config.regime.head_scale is None
+    assert RunConfig.from_params(config.to_params()) == config

@@ -30,7 +30,7 @@ class TestOrdinary:
         assert schedule.rate(100) == pytest.approx(0.001)
 
     def test_warmup_then_cosine(self):
-        schedule = ordinary("warmup_cosine", warmup_steps=10, start_step=10)
+        schedule = ordinary("cosine", warmup_steps=10, start_step=10)
         assert [schedule.rate(t) for t in (0, 4, 9)] == pytest.approx([0.01, 0.05, 0.1])
         assert schedule.rate(10) == pytest.approx(0.1)
         assert schedule.rate(55) == pytest.approx(0.05)
@@ -44,7 +44,8 @@ class TestOrdinary:
 def lerac_schedule(**overrides) -> LayerRateSchedule:
     curriculum = Curriculum(
         initial=(0.1, 0.01, 0.001), k_steps=overrides.pop("k_steps", 20),
-        shape=overrides.pop("shape", "exp"), update_every=overrides.pop("update_every", 1),
+        shape=overrides.pop("shape", "exp"), update_steps=overrides.pop("update_steps", 1),
+        rule=overrides.pop("rule", "eq9"), factor=overrides.pop("factor", 10.0),
     )
     return LayerRateSchedule(
         num_layers=3,
@@ -77,10 +78,45 @@ class TestLeracSchedule:
             assert rates[0] >= rates[1] >= rates[2]
 
     def test_stepped_rise_moves_in_stairs(self, shape):
-        schedule = lerac_schedule(shape=shape, update_every=5)
+        schedule = lerac_schedule(shape=shape, update_steps=5)
         assert schedule.rates_at(5) == schedule.rates_at(9)
         assert schedule.rates_at(9) != schedule.rates_at(10)
         assert schedule.rates_at(4) == schedule.rates_at(0)
+
+
+class TestSteppedRule:
+    """The official code's rule: x10 per update until eta0, deep layers arriving last."""
+
+    def test_each_update_multiplies_by_the_factor_until_eta0(self):
+        schedule = lerac_schedule(rule="stepped", update_steps=4)
+        assert schedule.rates_at(3) == pytest.approx([0.1, 0.01, 0.001])
+        assert schedule.rates_at(4) == pytest.approx([0.1, 0.1, 0.01])
+        assert schedule.rates_at(8) == pytest.approx([0.1, 0.1, 0.1])
+
+    def test_layers_arrive_at_different_times(self):
+        schedule = lerac_schedule(rule="stepped", update_steps=4)
+        arrival = [min(t for t in range(20) if schedule.rates_at(t)[j] == pytest.approx(0.1))
+                   for j in range(3)]
+        assert arrival == [0, 4, 8]
+
+    def test_never_above_eta0(self):
+        schedule = lerac_schedule(rule="stepped", update_steps=1, factor=3.0)
+        assert max(max(schedule.rates_at(t)) for t in range(40)) <= 0.1
+
+
+class TestWarmupMatchesLerac:
+    """A warm-up of length W decays from W, exactly as LeRaC's schedule decays from k."""
+
+    def test_after_the_rise_both_follow_the_same_rates(self):
+        warmup = LayerRateSchedule(num_layers=3, ordinary=ordinary("cosine", warmup_steps=20, start_step=20))
+        lerac = lerac_schedule(k_steps=20)
+        for t in range(20, 100, 7):
+            assert warmup.rates_at(t) == pytest.approx(lerac.rates_at(t))
+
+    def test_in_curriculum_only_before_k(self):
+        lerac = lerac_schedule(k_steps=20)
+        assert lerac.in_curriculum(19) and not lerac.in_curriculum(20)
+        assert not LayerRateSchedule(num_layers=1, ordinary=ordinary("constant")).in_curriculum(0)
 
 
 def test_multipliers_scale_rates():

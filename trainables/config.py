@@ -19,7 +19,7 @@ from trainables.models import MODEL_NAMES
 from trainables.settings import build_settings, setting, settings_dict
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adamax")
-SCHEDULES = ("constant", "step", "cosine", "warmup_cosine")
+SCHEDULES = ("constant", "step", "cosine")
 
 
 def _positive(value: float) -> bool:
@@ -52,9 +52,12 @@ class TrainSettings:
     momentum: float = setting(0.9, "SGD momentum", check=lambda v: 0 <= v < 1, rule="in [0, 1)")
     nesterov: bool = setting(False, "Nesterov momentum (SGD)")
     weight_decay: float = setting(5e-4, "weight decay", check=_non_negative, rule=">= 0")
-    schedule: str = setting("cosine", "ordinary schedule after any curriculum", choices=SCHEDULES)
-    warmup_epochs: int = setting(
-        1, "linear warm-up epochs of warmup_cosine (LeRaC replaces the warm-up)",
+    schedule: str = setting(
+        "cosine", "ordinary schedule after any warm-up or curriculum", choices=SCHEDULES
+    )
+    warmup_epochs: float = setting(
+        0.0, "linear warm-up epochs before the schedule (0 = none); the decay starts when it "
+        "ends, as LeRaC's starts at k (LeRaC replaces the warm-up)",
         check=_non_negative, rule=">= 0",
     )
     milestones: tuple[int, ...] = setting(
@@ -104,6 +107,10 @@ class RunConfig:
         regime = build_settings(regime_type.Settings, own, owner=f"regime '{regime_name}'")
         if train.nesterov and (train.optimizer != "sgd" or train.momentum == 0):
             raise ValueError("setting 'nesterov' needs optimizer 'sgd' with momentum > 0")
+        if train.warmup_epochs > train.epochs:
+            raise ValueError(
+                f"setting 'warmup_epochs' ({train.warmup_epochs}) must not exceed 'epochs' ({train.epochs})"
+            )
         regime_type.check_compatible(train, regime)
         return cls(train=train, regime=regime)
 

@@ -21,7 +21,9 @@ class OrdinarySchedule:
 
     `start_step` is where the decay of `cosine` begins: the end of the warm-up
     for the conventional regime, step k for LeRaC (the curriculum replaces the
-    warm-up). `warmup_steps` > 0 adds a linear warm-up from eta0/warmup_steps.
+    warm-up), so "LeRaC vs a warm-up of the same length" differs only in the
+    per-layer rise. `warmup_steps` > 0 adds a linear warm-up from
+    eta0/warmup_steps, whatever the kind.
     """
 
     kind: str
@@ -41,29 +43,41 @@ class OrdinarySchedule:
         if self.kind == "step":
             passed = sum(1 for milestone in self.milestone_steps if t >= milestone)
             return self.eta0 * self.gamma**passed
-        if self.kind in ("cosine", "warmup_cosine"):
+        if self.kind == "cosine":
             span = max(1, self.total_steps - self.start_step)
             progress = min(1.0, max(0.0, (t - self.start_step) / span))
             return self.min_lr + (self.eta0 - self.min_lr) * (1 + math.cos(math.pi * progress)) / 2
         raise ValueError(f"unknown schedule {self.kind!r}")
 
 
+CURRICULUM_RULES = ("eq9", "stepped")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Curriculum:
-    """LeRaC's rise: layer j goes from `initial[j]` to eta0 over `k_steps`.
+    """LeRaC's rise: layer j goes from `initial[j]` toward eta0 during the first `k_steps`.
 
-    With `update_every` > 1 the rate moves in stairs, as in the official code,
-    which raised rates a few times per epoch rather than every iteration.
+    Rules (REGIMES.md):
+    - `eq9`, the paper's: every layer follows `shape` and all reach eta0 together at k.
+    - `stepped`, the official code's: at each update every layer's rate is
+      multiplied by `factor` (10 there) until it reaches eta0, so layers arrive
+      at different times, deep ones last.
+    Rates change every `update_steps` steps (1 = every iteration; the official
+    code updated once, twice or four times per epoch).
     """
 
     initial: tuple[float, ...]
     k_steps: int
-    shape: str
-    update_every: int = 1
+    shape: str = "exp"
+    rule: str = "eq9"
+    update_steps: int = 1
+    factor: float = 10.0
 
     def rate(self, layer: int, t: int, target: float) -> float:
-        stepped_t = (t // self.update_every) * self.update_every
-        return rise(self.shape, stepped_t, self.k_steps, self.initial[layer], target)
+        updates = t // self.update_steps
+        if self.rule == "stepped":
+            return min(target, self.initial[layer] * self.factor**updates)
+        return rise(self.shape, updates * self.update_steps, self.k_steps, self.initial[layer], target)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,8 +94,12 @@ class LayerRateSchedule:
     curriculum: Curriculum | None = None
     multipliers: tuple[float, ...] | None = None
 
+    def in_curriculum(self, t: int) -> bool:
+        """Whether step t is inside a curriculum (layers may differ from the ordinary rate)."""
+        return self.curriculum is not None and t < self.curriculum.k_steps
+
     def rates_at(self, t: int) -> list[float]:
-        if self.curriculum is not None and t < self.curriculum.k_steps:
+        if self.in_curriculum(t):
             rates = [
                 self.curriculum.rate(j, t, self.ordinary.eta0) for j in range(self.num_layers)
             ]

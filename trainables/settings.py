@@ -44,8 +44,8 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
+        if type(None) in args and (value is None or str(value).strip().lower() in ("none", "null")):
+            return None  # "None" is how MLflow params and the CLI spell an unset optional
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(name, value, inner)
     if origin is tuple:

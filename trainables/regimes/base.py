@@ -60,6 +60,10 @@ class Regime:
         self.scheduler = RateScheduler(self.optimizer, self.rate_schedule())
 
     # -- rates -------------------------------------------------------------
+    def epochs_to_steps(self, epochs: float) -> int:
+        """A length in (fractional) epochs as optimizer steps: 0 stays 0, anything else >= 1."""
+        return max(1, round(epochs * self.context.steps_per_epoch)) if epochs > 0 else 0
+
     def ordinary_schedule(self, *, start_step: int, warmup_steps: int) -> OrdinarySchedule:
         train = self.context.train
         steps = self.context.steps_per_epoch
@@ -75,10 +79,8 @@ class Regime:
         )
 
     def rate_schedule(self) -> LayerRateSchedule:
-        """Conventional: every layer on the ordinary schedule, with its warm-up if any."""
-        train = self.context.train
-        warmup = train.warmup_epochs * self.context.steps_per_epoch
-        warmup = warmup if train.schedule == "warmup_cosine" else 0
+        """Conventional: every layer on the ordinary schedule, after its warm-up if any."""
+        warmup = self.epochs_to_steps(self.context.train.warmup_epochs)
         return LayerRateSchedule(
             num_layers=len(self.context.groups),
             ordinary=self.ordinary_schedule(start_step=warmup, warmup_steps=warmup),

@@ -1,9 +1,12 @@
 """LeRaC: a data-free curriculum over the layers' learning rates.
 
 Layers near the input start at eta0, deeper ones lower (eta0 * b**j, floored),
-and all rise to eta0 during the first k steps; then the ordinary schedule takes
-over, with no warm-up (the curriculum replaces it). Only rates change, so LeRaC
-costs nothing extra per step.
+and all rise toward eta0 during the first k steps; then the ordinary schedule
+takes over, with no warm-up (the curriculum replaces it). Two rules for the
+rise (docs/regimes.md): the paper's Eq. 9 (`eq9`, every layer reaches eta0 at
+k along `shape`) and the official code's (`stepped`, each layer's rate x 1/b per
+update until it reaches eta0). Only rates change, so LeRaC costs nothing extra
+per step.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from trainables.config import TrainSettings
 from trainables.curriculum import SHAPES, initial_rates
 from trainables.regimes.base import Regime
-from trainables.schedules import Curriculum, LayerRateSchedule
+from trainables.schedules import CURRICULUM_RULES, Curriculum, LayerRateSchedule
 from trainables.settings import setting
 
 
@@ -27,10 +30,21 @@ class LeracSettings:
         0.1, "b: layer j starts at eta0 * b**j", check=lambda v: 0 < v <= 1, rule="in (0, 1]"
     )
     eta_min: float = setting(1e-6, "floor of the initial rates", check=lambda v: v >= 0, rule=">= 0")
-    shape: str = setting("exp", "shape of the rise to eta0", choices=SHAPES)
-    update_every: int = setting(
-        1, "steps between rate updates during the rise (1 = every iteration)",
-        check=lambda v: v >= 1, rule=">= 1",
+    shape: str = setting("exp", "shape of the eq9 rise to eta0 (ignored by the stepped rule)",
+                         choices=SHAPES)
+    rule: str = setting(
+        "eq9", "eq9: all layers reach eta0 together at k (the paper); stepped: each layer's "
+        "rate x 1/b per update until it reaches eta0, deep layers last (the official code)",
+        choices=CURRICULUM_RULES,
+    )
+    updates_per_epoch: int = setting(
+        0, "rate updates per epoch during the rise (0 = every iteration; the official code used "
+        "1, 2 or 4)", check=lambda v: v >= 0, rule=">= 0",
+    )
+    head_scale: float | None = setting(
+        None, "the classifier starts at eta0 * head_scale instead of eta0 * b**j (the official "
+        "code's clf_lr, e.g. 1e-3 on CIFAR-10); none = the b**j rule",
+        check=lambda v: 0 < v <= 1, rule="in (0, 1]",
     )
 
 
@@ -49,23 +63,41 @@ class Lerac(Regime):
             raise ValueError(
                 f"setting 'eta_min' ({settings.eta_min}) must be below the base rate 'lr' ({train.lr})"
             )
+        if train.warmup_epochs > 0:
+            raise ValueError(
+                "setting 'warmup_epochs' must be 0 with regime 'lerac': the curriculum replaces "
+                "the warm-up"
+            )
+        if settings.rule == "stepped" and settings.updates_per_epoch < 1:
+            raise ValueError(
+                "setting 'updates_per_epoch' must be >= 1 with rule 'stepped' (the official "
+                "code raised rates once, twice or four times per epoch)"
+            )
 
-    def curriculum_steps(self) -> int:
-        return max(1, round(self.settings.curriculum_epochs * self.context.steps_per_epoch))
+    def initial_rates(self) -> list[float]:
+        """eta0 * b**j floored at eta_min; the head at eta0 * head_scale when that is set."""
+        settings, eta0 = self.settings, self.context.train.lr
+        rates = initial_rates(len(self.context.groups), eta0, settings.decay_base, settings.eta_min)
+        if settings.head_scale is not None:
+            rates[-1] = eta0 * settings.head_scale
+        return rates
 
     def rate_schedule(self) -> LayerRateSchedule:
-        k_steps = self.curriculum_steps()
-        num_layers = len(self.context.groups)
-        initial = initial_rates(
-            num_layers, self.context.train.lr, self.settings.decay_base, self.settings.eta_min
+        settings = self.settings
+        k_steps = self.epochs_to_steps(settings.curriculum_epochs)
+        per_epoch = self.context.steps_per_epoch
+        update_steps = (
+            max(1, round(per_epoch / settings.updates_per_epoch)) if settings.updates_per_epoch else 1
         )
         return LayerRateSchedule(
-            num_layers=num_layers,
+            num_layers=len(self.context.groups),
             ordinary=self.ordinary_schedule(start_step=k_steps, warmup_steps=0),
             curriculum=Curriculum(
-                initial=tuple(initial),
+                initial=tuple(self.initial_rates()),
                 k_steps=k_steps,
-                shape=self.settings.shape,
-                update_every=self.settings.update_every,
+                shape=settings.shape,
+                rule=settings.rule,
+                update_steps=update_steps,
+                factor=1.0 / settings.decay_base,
             ),
         )
