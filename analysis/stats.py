@@ -63,28 +63,55 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
     )
 
 
+def point_differences(accuracies_a: np.ndarray, accuracies_b: np.ndarray) -> np.ndarray:
+    """a - b in points, rounded so that nominally equal gaps (k/n accuracies) are exactly equal."""
+    a, b = np.asarray(accuracies_a, dtype=float), np.asarray(accuracies_b, dtype=float)
+    differences = np.round(100 * (a - b), 9)
+    if len(differences) < 2:
+        raise ValueError("a paired test needs at least two seeds")
+    return differences
+
+
+def paired_ttest(accuracies_a: np.ndarray, accuracies_b: np.ndarray) -> float:
+    """Two-sided paired t-test p-value; 1 when every difference is zero, 0 when all are
+    equal and non-zero (no seed disagrees)."""
+    differences = point_differences(accuracies_a, accuracies_b)
+    if not differences.any():
+        return 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns on near-identical differences
+        return float(stats.ttest_1samp(differences, 0.0).pvalue)
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (what statsmodels' multipletests(method='holm')
+    returns; written out because that function runs gc.collect() on every call, 0.1 s)."""
+    order = np.argsort(pvalues)
+    adjusted = np.empty(len(pvalues))
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[index]))
+        adjusted[index] = running
+    return [float(p) for p in adjusted]
+
+
 def paired_tests(accuracies_a: np.ndarray, accuracies_b: np.ndarray) -> Paired:
     """Paired t-test, Wilcoxon signed-rank test and Cohen's d (mean / sd of the differences).
 
     Identical non-zero differences give t and d infinite (p = 0): no seed
     disagrees. When every difference is zero, both tests say p = 1 and d is 0.
     """
-    a, b = np.asarray(accuracies_a, dtype=float), np.asarray(accuracies_b, dtype=float)
-    # Rounded so that nominally equal gaps (k/n accuracies) are exactly equal.
-    differences = np.round(100 * (a - b), 9)
-    if len(differences) < 2:
-        raise ValueError("a paired test needs at least two seeds")
+    differences = point_differences(accuracies_a, accuracies_b)
     if not differences.any():
         return Paired(len(differences), 0.0, 0.0, 1.0, 1.0)
     mean, spread = differences.mean(), differences.std(ddof=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns on near-identical differences
-        ttest = stats.ttest_1samp(differences, 0.0).pvalue
         wilcoxon = stats.wilcoxon(differences).pvalue
     return Paired(
         seeds=len(differences),
         mean_difference=float(mean),
         cohens_d=float(mean / spread) if spread > 0 else math.copysign(math.inf, mean),
-        ttest_pvalue=float(ttest),
+        ttest_pvalue=paired_ttest(accuracies_a, accuracies_b),
         wilcoxon_pvalue=float(wilcoxon),
     )

@@ -16,7 +16,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from search.sweep import SweepError, SweepInterrupted, SweepOptions, run_sweep  # noqa: E402
+from search import schema  # noqa: E402
+from search.checks import SweepError  # noqa: E402
+from search.options import SweepOptions  # noqa: E402
+from search.sweep import SweepInterrupted, run_sweep  # noqa: E402
 
 DEFAULTS = SweepOptions()
 
@@ -35,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lerac_sweep",
         description=(
-            "Search learning-rate regimes and their settings per dataset with Ray Tune, "
-            "Optuna (TPE) and ASHA; record every trial in MLflow and mark each dataset's winner."
+            "Search learning-rate regimes per dataset with Ray Tune, one Optuna study and one ASHA "
+            "per regime and the same budget for each; retrain each regime's best config on fresh "
+            "seeds and give a verdict per dataset (a winner only when the tests say so, else a "
+            "tie); record everything in MLflow."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -46,10 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--model", default=DEFAULTS.model, help="small_cnn, resnet18, wide_resnet50_2 or densenet121")
     add("--regimes", nargs="+", default=list(DEFAULTS.regimes),
         help="regimes to compare: conventional, lerac, cbs, leap, multirate, per_instance")
-    add("--trials", type=int, default=DEFAULTS.num_trials, help="trials per dataset")
+    add("--trials", type=int, default=DEFAULTS.num_trials,
+        help="search trials per dataset and regime: every regime gets the same budget")
     add("--epochs", type=int, default=DEFAULTS.epochs, help="epochs per trial (the budget of every regime)")
     add("--grace-period", type=int, default=DEFAULTS.grace_period,
-        help="epochs before ASHA may stop a trial; LeRaC's k is kept below it")
+        help="epochs before ASHA may stop a trial; LeRaC's k and any warm-up end before it")
+    add("--confirm-seeds", type=int, default=DEFAULTS.confirm_seeds,
+        help="fresh seeds on which each regime's best config is retrained for the verdict")
+    add("--top-k", type=int, default=DEFAULTS.top_k,
+        help="configs per regime to confirm; the one with the best mean validation accuracy counts")
     add("--cpus-per-trial", type=float, default=DEFAULTS.cpus_per_trial)
     add("--gpus-per-trial", type=float, default=DEFAULTS.gpus_per_trial,
         help="fractions pack trials on one GPU, e.g. 0.25 for four")
@@ -62,10 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--experiment", default=DEFAULTS.experiment, help="MLflow experiment name")
     add("--seed", type=int, default=DEFAULTS.seed, help="seed of the search, the data splits and the trials")
     add("--time-budget", type=float, default=DEFAULTS.time_budget_s,
-        help="stop each dataset's search after this many seconds")
+        help="seconds of search: then no new search trial starts (budgets stay equal within one "
+             "trial per regime) and the confirmation runs")
     add("--data-dir", default=DEFAULTS.data_dir, help="folder of on-disk datasets")
     add("--set", nargs="*", default=[], metavar="KEY=VALUE",
-        help="fix a training setting for every trial, e.g. --set schedule=step optimizer=adamw")
+        help="fix a setting instead of searching it: KEY=VALUE for every regime that has it, "
+             "REGIME.KEY=VALUE for one regime, e.g. --set optimizer=adamw lerac.decay_base=0.1")
     add("--searcher", choices=("tpe", "random"), default=DEFAULTS.searcher,
         help="Optuna sampler: TPE (multivariate, constant liar) or random")
     add("--scheduler", choices=("asha", "fifo"), default=DEFAULTS.scheduler,
@@ -87,6 +99,8 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
         model=args.model,
         regimes=tuple(args.regimes),
         num_trials=args.trials,
+        confirm_seeds=args.confirm_seeds,
+        top_k=args.top_k,
         epochs=args.epochs,
         grace_period=args.grace_period,
         cpus_per_trial=args.cpus_per_trial,
@@ -122,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"interrupted: {interrupted}", file=sys.stderr)
         return 130
     print(summary_table(outcomes, options.tracking_uri, options.experiment))
-    return 0 if all(outcome.winner is not None for outcome in outcomes) else 1
+    return 0 if all(outcome.verdict.outcome != schema.NO_RESULT for outcome in outcomes) else 1
 
 
 if __name__ == "__main__":

@@ -4,17 +4,16 @@ The recorder is a Ray Tune callback in the driver process, so it sees every
 trial's results in order and writes them with `MlflowClient` against explicit
 run ids (no global active run, nothing to nest across processes). A trial's
 child run is found again by its tags after a resume, so a resumed trial keeps
-its run instead of getting a duplicate. The schema is in docs/contracts.md.
+its run instead of getting a duplicate. Names and rules: `search.schema`.
 """
 
 from __future__ import annotations
 
-import math
+import json
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +21,29 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.experiment import Trial
+from ray.tune.result import AUTO_RESULT_KEYS
 
+from search import schema
+from search.balanced_search import SWEEP_KEY, end_state
+from search.verdicts import DatasetOutcome, config_metadata, description
 from trainables.config import RunConfig
 from trainables.config_file import write_config_file
 
-PARENT_ROLE = "parent"
-TRIAL_ROLE = "trial"
-METRIC_KEYS = ("train_loss", "val_acc", "test_acc", "epoch_seconds", "train_seconds")
-BEST_CONFIG = "best_config.yaml"
 MLFLOW_BATCH_LIMIT = 900  # log_batch accepts at most 1000 metrics per call
+MLFLOW_PARAM_LIMIT = 100  # and at most 100 params
+# Result keys that are Tune's bookkeeping or not a number to chart; every other
+# number a Trainable reports becomes a metric without being listed anywhere.
+NOT_METRICS = frozenset({*AUTO_RESULT_KEYS, "epoch", "done", "should_checkpoint"})
+RATE_TRACE = "rate_trace"
 
 
-def end_state(last_result: dict[str, Any], epochs: int) -> str:
-    """How a trial ended, from its last reported result."""
-    if last_result.get("diverged"):
-        return "diverged"
-    if last_result.get("epoch", 0) >= epochs:
-        return "completed"
-    return "stopped_early"
+def run_config(config: Mapping[str, Any]) -> RunConfig:
+    """The validated training config of a Tune trial config (the searcher's notes removed)."""
+    return RunConfig.from_dict({key: value for key, value in config.items() if key != SWEEP_KEY})
 
 
-def _flat_params(config: dict[str, Any]) -> list[Param]:
-    return [Param(key, value) for key, value in RunConfig.from_dict(config).to_params().items()]
+def _params(values: Mapping[str, Any]) -> list[Param]:
+    return [Param(key, str(value)) for key, value in values.items()]
 
 
 def artifact_location(tracking_uri: str) -> str | None:
@@ -55,16 +55,36 @@ def artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
+def result_metrics(result: Mapping[str, Any], now_ms: int) -> list[Metric]:
+    """Every number the Trainable reported (step = epoch), and its rate trace (step = optimizer step)."""
+    epoch = int(result["epoch"])
+    trace = result.get(RATE_TRACE)
+    metrics = [
+        Metric(key, float(value), now_ms, epoch)
+        for key, value in result.items()
+        if key not in NOT_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool)
+        and not (trace and key.startswith(schema.LR_PREFIX))
+    ]
+    if trace:
+        metrics += [
+            Metric(schema.LR_PREFIX + group, float(rate), now_ms, int(step))
+            for group, rates in trace["rates"].items()
+            for step, rate in zip(trace["steps"], rates, strict=True)
+        ]
+    return metrics
+
+
 class SweepRecorder:
-    """Creates and finds a sweep's MLflow runs.
+    """Creates and finds a sweep's MLflow runs and writes to them.
 
     Per-epoch metrics and end states are written by one background thread, in
     order: Tune waits for its callbacks before a trial's next epoch, and a
     synchronous MLflow call cost 15-30 ms of every epoch. Anything that reads
-    the records back (`flush`, winners, counts) first waits for the writes.
+    the records back first waits for the writes (`flush`).
     """
 
     def __init__(self, *, tracking_uri: str, experiment: str, sweep_id: str):
+        self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         self.sweep_id = sweep_id
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
@@ -76,58 +96,6 @@ class SweepRecorder:
             else self.client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
         )
 
-    def _sweep_run(self, **tags: str) -> str | None:
-        """The id of this sweep's run carrying `tags`, if it exists (e.g. after a resume)."""
-        conditions = [f"tags.sweep_id = '{self.sweep_id}'"]
-        conditions += [f"tags.{key} = '{value}'" for key, value in tags.items()]
-        found = self.client.search_runs([self.experiment_id], filter_string=" and ".join(conditions))
-        return found[0].info.run_id if found else None
-
-    def parent_run(self, *, dataset: str, model: str, regimes: tuple[str, ...], code_version: str) -> str:
-        """The dataset's parent run for this sweep, created on first use."""
-        existing = self._sweep_run(role=PARENT_ROLE, dataset=dataset)
-        if existing is not None:
-            return existing
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"{dataset}-{self.sweep_id}",
-            tags={
-                "role": PARENT_ROLE,
-                "dataset": dataset,
-                "model": model,
-                "sweep_id": self.sweep_id,
-                "code_version": code_version,
-                "regimes": ",".join(regimes),
-            },
-        )
-        return run.info.run_id
-
-    def trial_run(self, *, parent_run_id: str, dataset: str, trial_id: str, config: dict[str, Any]) -> str:
-        """The trial's child run, found by its tags after a resume, else created."""
-        existing = self._sweep_run(role=TRIAL_ROLE, trial_id=trial_id)
-        if existing is not None:
-            self.client.update_run(existing, status="RUNNING")
-            return existing
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"{config['regime']}-{trial_id}",
-            tags={
-                "mlflow.parentRunId": parent_run_id,
-                "role": TRIAL_ROLE,
-                "dataset": dataset,
-                "sweep_id": self.sweep_id,
-                "trial_id": trial_id,
-                "regime": str(config["regime"]),
-            },
-        )
-        self.client.log_batch(run.info.run_id, params=_flat_params(config))
-        return run.info.run_id
-
-    def last_logged_epoch(self, run_id: str) -> int:
-        """The last epoch a run holds, so a resumed trial does not log an epoch twice."""
-        history = self.client.get_metric_history(run_id, "val_acc")
-        return max((metric.step for metric in history), default=0)
-
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles callbacks with its experiment state: leave the writer thread out."""
         return {key: value for key, value in self.__dict__.items() if key not in ("_writer", "_pending")}
@@ -137,6 +105,74 @@ class SweepRecorder:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
         self._pending = []
 
+    # -- finding and creating runs -------------------------------------------------------
+    def find_run(self, **tags: str) -> str | None:
+        """The id of this sweep's run carrying `tags`, if it exists (e.g. after a resume)."""
+        conditions = [f"tags.{schema.SWEEP_ID} = '{self.sweep_id}'"]
+        conditions += [f"tags.{key} = '{value}'" for key, value in tags.items()]
+        found = self.client.search_runs([self.experiment_id], filter_string=" and ".join(conditions))
+        return found[0].info.run_id if found else None
+
+    def parent_run(self, *, dataset: str, model: str, regimes: tuple[str, ...], code_version: str,
+                   protocol: Mapping[str, Any]) -> str:
+        """The dataset's parent run for this sweep, created (with the protocol) on first use."""
+        existing = self.find_run(**{schema.ROLE: schema.PARENT, schema.DATASET: dataset})
+        if existing is not None:
+            return existing
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{dataset}-{self.sweep_id}",
+            tags={
+                schema.ROLE: schema.PARENT,
+                schema.DATASET: dataset,
+                schema.MODEL: model,
+                schema.SWEEP_ID: self.sweep_id,
+                schema.CODE_VERSION: code_version,
+                schema.REGIMES: ",".join(regimes),
+            },
+        )
+        run_id = run.info.run_id
+        flat = {f"protocol.{key}": value for key, value in protocol.items() if not isinstance(value, dict)}
+        for start in range(0, len(flat), MLFLOW_PARAM_LIMIT):
+            chunk = dict(list(flat.items())[start : start + MLFLOW_PARAM_LIMIT])
+            self.client.log_batch(run_id, params=_params(chunk))
+        self._log_json(run_id, schema.PROTOCOL_FILE, protocol)
+        return run_id
+
+    def trial_run(self, *, parent_run_id: str, trial_id: str, config: Mapping[str, Any]) -> str:
+        """The trial's child run, found by its tags after a resume, else created."""
+        existing = self.find_run(**{schema.ROLE: schema.TRIAL, schema.TRIAL_ID: trial_id})
+        if existing is not None:
+            self.client.update_run(existing, status="RUNNING")
+            return existing
+        notes = config.get(SWEEP_KEY, {})
+        stage = notes.get("stage", schema.SEARCH)
+        flat = run_config(config).to_dict()
+        tags = {
+            schema.PARENT_RUN_ID: parent_run_id,
+            schema.ROLE: schema.TRIAL,
+            schema.STAGE: stage,
+            schema.DATASET: str(flat["dataset"]),
+            schema.REGIME: str(flat["regime"]),
+            schema.SWEEP_ID: self.sweep_id,
+            schema.TRIAL_ID: trial_id,
+        }
+        name = f"{flat['regime']}-{trial_id}"
+        if stage == schema.CONFIRM:
+            source = self.find_run(**{schema.ROLE: schema.TRIAL, schema.TRIAL_ID: notes["source_trial"]})
+            tags.update({schema.SEED: str(flat["seed"]), schema.RANK: str(notes["rank"]),
+                         schema.SOURCE_RUN_ID: source or schema.NONE})
+            name = f"{flat['regime']}-confirm-seed{flat['seed']}" + (f"-rank{notes['rank']}" if notes["rank"] > 1 else "")
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        self.client.log_batch(run.info.run_id, params=_params(run_config(config).to_params()))
+        return run.info.run_id
+
+    def last_logged_epoch(self, run_id: str) -> int:
+        """The last epoch a run holds, so a resumed trial does not log an epoch twice."""
+        history = self.client.get_metric_history(run_id, schema.VAL_ACC)
+        return max((metric.step for metric in history), default=0)
+
+    # -- writing in the background ---------------------------------------------------------
     def _submit(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         for done in [future for future in self._pending if future.done()]:
             done.result()  # a failed write surfaces here rather than vanishing
@@ -149,121 +185,77 @@ class SweepRecorder:
         for future in pending:
             future.result()
 
-    def log_epoch(self, run_id: str, result: dict[str, Any]) -> None:
-        """One epoch's metrics in batched calls (step = epoch), written in the background."""
-        now = int(time.time() * 1000)
-        step = int(result["epoch"])
-        metrics = [
-            Metric(key, float(value), now, step)
-            for key, value in result.items()
-            if (key in METRIC_KEYS or key.startswith("lr/")) and isinstance(value, (int, float))
-        ]
+    def log_result(self, run_id: str, result: Mapping[str, Any]) -> None:
+        """One epoch's metrics in batched calls, written in the background."""
+        metrics = result_metrics(result, int(time.time() * 1000))
         for start in range(0, len(metrics), MLFLOW_BATCH_LIMIT):
             self._submit(self.client.log_batch, run_id, metrics=metrics[start : start + MLFLOW_BATCH_LIMIT])
 
     def finish_trial(self, run_id: str, state: str) -> None:
         """Tag how the trial ended and close its run (in the background, after its metrics)."""
         ended = int(time.time() * 1000)  # now, not when the background writer gets to it
-        self._submit(self.client.set_tag, run_id, "end_state", state)
-        self._submit(
-            self.client.set_terminated,
-            run_id,
-            status="FAILED" if state == "errored" else "FINISHED",
-            end_time=ended,
-        )
+        self._submit(self.client.set_tag, run_id, schema.END_STATE, state)
+        self._submit(self.client.set_terminated, run_id,
+                     status="FAILED" if state == schema.ERRORED else "FINISHED", end_time=ended)
 
-    def mark_winner(self, parent_run_id: str) -> Winner | None:
-        """Record the dataset's winner on its parent run; None if no trial completed."""
-        self.flush()
-        winner = self.find_winner(parent_run_id)
-        if winner is None:
-            self.client.set_tag(parent_run_id, "winner_run_id", "none")
-            self.client.set_terminated(parent_run_id, status="FAILED")
-            return None
-        self.client.log_batch(
-            parent_run_id,
-            metrics=[
-                Metric("best_val_acc", winner.val_acc, int(time.time() * 1000), 0),
-                Metric("best_test_acc", winner.test_acc, int(time.time() * 1000), 0),
-            ],
-            params=_flat_params(winner.config),
-            tags=[RunTag("winner_run_id", winner.run_id), RunTag("winner_regime", winner.config["regime"])],
-        )
-        parent = self.client.get_run(parent_run_id)
-        metadata = {
-            "dataset": parent.data.tags["dataset"],
-            "model": parent.data.tags["model"],
-            "seed": winner.config["seed"],
-            "code_version": parent.data.tags["code_version"],
-            "source_run_id": winner.run_id,
-            "recorded_val_acc": winner.val_acc,
-            "recorded_test_acc": winner.test_acc,
-        }
+    # -- the verdict -------------------------------------------------------------------
+    def _log_json(self, run_id: str, name: str, content: Any) -> None:
         with tempfile.TemporaryDirectory() as folder:
-            path = write_config_file(Path(folder) / BEST_CONFIG, winner.config, metadata)
-            self.client.log_artifact(parent_run_id, str(path))
-        self.client.set_terminated(parent_run_id, status="FINISHED")
-        return winner
+            path = Path(folder) / name
+            path.write_text(json.dumps(content, indent=2, default=str))
+            self.client.log_artifact(run_id, str(path))
 
-    def end_state_counts(self, parent_run_id: str) -> dict[str, int]:
-        """How many of the dataset's trials ended in each way."""
+    def run_link(self, run_id: str) -> str:
+        """A link to a run that works inside MLflow's UI (Markdown in a run description)."""
+        return f"#/experiments/{self.experiment_id}/runs/{run_id}"
+
+    def record_verdict(self, outcome: DatasetOutcome, *, code_version: str) -> None:
+        """The dataset's verdict on its parent run: tags, metrics, description, files."""
         self.flush()
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-            max_results=10_000,
-        )
-        counts: dict[str, int] = {}
-        for run in runs:
-            state = run.data.tags.get("end_state", "unfinished")
-            counts[state] = counts.get(state, 0) + 1
-        return counts
-
-    def find_winner(self, parent_run_id: str) -> Winner | None:
-        """Highest final validation accuracy among completed trials (never test accuracy)."""
-        self.flush()
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=(
-                f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.end_state = 'completed'"
-            ),
-            max_results=10_000,
-        )
-        candidates = [
-            run for run in runs
-            if math.isfinite(run.data.metrics.get("val_acc", math.nan))
-            and math.isfinite(run.data.metrics.get("train_loss", math.nan))
-        ]
-        if not candidates:
-            return None
-        best = max(
-            candidates,
-            key=lambda run: (run.data.metrics["val_acc"], -run.data.metrics["train_loss"]),
-        )
-        config = RunConfig.from_params(best.data.params).to_dict()
-        return Winner(
-            run_id=best.info.run_id,
-            config=config,
-            val_acc=best.data.metrics["val_acc"],
-            test_acc=best.data.metrics["test_acc"],
-        )
-
-
-@dataclass(frozen=True)
-class Winner:
-    run_id: str
-    config: dict[str, Any]
-    val_acc: float
-    test_acc: float
+        verdict, parent = outcome.verdict, outcome.parent_run_id
+        sources = {regime: self.find_run(**{schema.ROLE: schema.TRIAL, schema.TRIAL_ID: c.source.trial_id})
+                   for regime, c in outcome.confirmed.items()}
+        leading = outcome.leading
+        leading_run = sources.get(leading.regime) if leading else None
+        now = int(time.time() * 1000)
+        metrics = []
+        for arm in verdict.arms:
+            metrics += [Metric(f"confirm_test_acc/{arm.regime}", arm.test.mean / 100, now, 0),
+                        Metric(f"confirm_val_acc/{arm.regime}", arm.mean_val / 100, now, 0)]
+        for comparison in verdict.comparisons:
+            metrics += [Metric(f"gap_points/{comparison.regime}", comparison.gap.mean, now, 0),
+                        Metric(f"p_holm/{comparison.regime}", comparison.pvalue_holm, now, 0)]
+        if leading is not None:
+            metrics += [Metric("best_val_acc", float(leading.source.result[schema.VAL_ACC]), now, 0),
+                        Metric("best_test_acc", float(leading.source.result[schema.TEST_ACC]), now, 0)]
+        tags = {
+            schema.VERDICT: verdict.outcome,
+            schema.WINNER_REGIME: verdict.winner or schema.NONE,
+            schema.LEADING_REGIME: verdict.leader or schema.NONE,
+            schema.LEADING_RUN_ID: leading_run or schema.NONE,
+            schema.TIED_REGIMES: ",".join(verdict.tied),
+            schema.RUN_NOTE: description(outcome, leading_link=leading_run and self.run_link(leading_run)),
+        }
+        self.client.log_batch(parent, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
+        self._log_json(parent, schema.VERDICT_FILE, verdict.to_dict())
+        with tempfile.TemporaryDirectory() as folder:
+            for regime, confirmed in outcome.confirmed.items():
+                metadata = config_metadata(outcome, regime, code_version=code_version,
+                                           source_run_id=sources[regime])
+                path = write_config_file(Path(folder) / f"{regime}.yaml", confirmed.config, metadata)
+                self.client.log_artifact(parent, str(path), artifact_path=schema.REGIME_CONFIGS)
+                if leading is not None and regime == leading.regime:
+                    best = write_config_file(Path(folder) / schema.BEST_CONFIG, confirmed.config, metadata)
+                    self.client.log_artifact(parent, str(best))
+        self.client.set_terminated(parent, status="FAILED" if verdict.outcome == schema.NO_RESULT else "FINISHED")
 
 
 class MlflowTrialCallback(Callback):
-    """Ray Tune callback: every trial of one dataset's sweep into its child run."""
+    """Ray Tune callback: every trial of the sweep into its dataset's child run."""
 
-    def __init__(self, recorder: SweepRecorder, *, parent_run_id: str, dataset: str, epochs: int):
+    def __init__(self, recorder: SweepRecorder, *, parents: Mapping[str, str], epochs: int):
         self.recorder = recorder
-        self.parent_run_id = parent_run_id
-        self.dataset = dataset
+        self.parents = dict(parents)
         self.epochs = epochs
         self.run_ids: dict[str, str] = {}
         self.logged_epochs: dict[str, int] = {}
@@ -271,10 +263,9 @@ class MlflowTrialCallback(Callback):
     def _run_id(self, trial: Trial) -> str:
         if trial.trial_id not in self.run_ids:
             run_id = self.recorder.trial_run(
-                parent_run_id=self.parent_run_id,
-                dataset=self.dataset,
+                parent_run_id=self.parents[trial.config["dataset"]],
                 trial_id=trial.trial_id,
-                config=RunConfig.from_dict(trial.config).to_dict(),
+                config=trial.config,
             )
             self.run_ids[trial.trial_id] = run_id
             self.logged_epochs[trial.trial_id] = self.recorder.last_logged_epoch(run_id)
@@ -283,18 +274,20 @@ class MlflowTrialCallback(Callback):
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._run_id(trial)
 
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict,
+                        **info: Any) -> None:
         run_id = self._run_id(trial)
         if result["epoch"] > self.logged_epochs[trial.trial_id]:
-            self.recorder.log_epoch(run_id, result)
+            self.recorder.log_result(run_id, result)
             self.logged_epochs[trial.trial_id] = result["epoch"]
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.recorder.finish_trial(self._run_id(trial), end_state(trial.last_result or {}, self.epochs))
+        self.recorder.finish_trial(self._run_id(trial), end_state(trial.last_result, self.epochs))
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self.recorder.finish_trial(self._run_id(trial), schema.ERRORED)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """Everything Tune reported is in MLflow before `fit()` returns, interrupted or not."""
         self.recorder.flush()
 
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.recorder.finish_trial(self._run_id(trial), "errored")

@@ -1,10 +1,16 @@
-"""Search spaces: one function per regime, conditional on the regime choice.
+"""Search spaces: one function per regime, each searched by its own Optuna study.
 
-Define-by-run for Optuna (through Ray Tune's `OptunaSearch`): the regime is a
-categorical choice and each regime's own settings are suggested only when it is
-chosen. Ranges come from REGIMES.md (the original authors' defaults sit inside
-them). Curricula are bounded by the ASHA grace period: a LeRaC trial is behind
-by design until epoch k, so k must end before the first rung judges it.
+Define-by-run (Optuna's ask interface): a space function suggests a regime's
+settings on an `optuna.Trial`. The regime itself is never a parameter: each
+(dataset, regime) pair has its own study and the same budget, so no regime is
+starved because another led early (REGIMES.md, "Comparing regimes fairly").
+
+Ranges hold the original authors' defaults where the epoch budget allows
+(LeRaC: b = 0.1, eta_min 1e-6..1e-8, exp rise, the stepped official rule; CBS:
+sigma 1, x0.9 every 5 epochs). Anything that is behind by design early on (a
+LeRaC rise, a warm-up) ends before ASHA's first rung, so rungs never judge a
+curriculum while it is still rising; conventional training searches a linear
+warm-up over the same range as LeRaC's k, its natural competitor.
 """
 
 from __future__ import annotations
@@ -16,52 +22,74 @@ from typing import Any
 import optuna
 
 from trainables.curriculum import SHAPES
+from trainables.schedules import CURRICULUM_RULES
+
+BATCH_SIZES = (32, 64, 128)
 
 
-def shared_space(trial: optuna.Trial) -> None:
+@dataclass(frozen=True, kw_only=True)
+class Budget:
+    """What bounds a space: the epochs of a trial and ASHA's first rung."""
+
+    epochs: int
+    grace_period: int
+
+    @property
+    def rise_epochs(self) -> tuple[float, float]:
+        """The range of a curriculum or warm-up length: it must end before the first rung."""
+        longest = min(self.grace_period, self.epochs) - 0.5
+        return (min(0.5, longest), max(0.5, longest))
+
+
+def shared_space(trial: optuna.Trial, budget: Budget) -> None:
     """Settings every regime shares: base rate, weight decay, batch size."""
     trial.suggest_float("lr", 1e-3, 0.3, log=True)
     trial.suggest_float("weight_decay", 1e-5, 1e-3, log=True)
-    trial.suggest_categorical("batch_size", [32, 64, 128])
+    trial.suggest_categorical("batch_size", list(BATCH_SIZES))
 
 
-def conventional_space(trial: optuna.Trial, *, grace_period: int) -> None:
-    """The baseline has no settings of its own."""
+def conventional_space(trial: optuna.Trial, budget: Budget) -> None:
+    """The baseline with its strongest rival to a curriculum: an optional linear warm-up."""
+    if trial.suggest_categorical("warmup", [False, True]):
+        trial.suggest_float("warmup_epochs", *budget.rise_epochs)
 
 
-def lerac_space(trial: optuna.Trial, *, grace_period: int) -> None:
-    """k (ending before the first ASHA rung), decay base b, rise shape, floor."""
-    trial.suggest_float("curriculum_epochs", 0.5, max(0.5, grace_period - 0.5))
+def lerac_space(trial: optuna.Trial, budget: Budget) -> None:
+    """k (ending before the first rung), decay base b, floor, and the rise: Eq. 9 or stepped."""
+    trial.suggest_float("curriculum_epochs", *budget.rise_epochs)
     trial.suggest_float("decay_base", 0.01, 0.9, log=True)
-    trial.suggest_categorical("shape", list(SHAPES))
     trial.suggest_float("eta_min", 1e-8, 1e-4, log=True)
+    if trial.suggest_categorical("rule", list(CURRICULUM_RULES)) == "eq9":
+        trial.suggest_categorical("shape", list(SHAPES))
+    else:
+        trial.suggest_categorical("updates_per_epoch", [1, 2, 4])
 
 
-def cbs_space(trial: optuna.Trial, *, grace_period: int) -> None:
+def cbs_space(trial: optuna.Trial, budget: Budget) -> None:
     """Initial blur and its annealing (sigma 1, x0.9 every 5 epochs in the paper)."""
     trial.suggest_float("cbs_sigma", 0.5, 2.0)
     trial.suggest_float("cbs_decay", 0.7, 1.0)
-    trial.suggest_int("cbs_every", 1, max(1, grace_period))
+    trial.suggest_int("cbs_every", 1, max(1, min(budget.epochs, 10)))
 
 
-def leap_space(trial: optuna.Trial, *, grace_period: int) -> None:
+def leap_space(trial: optuna.Trial, budget: Budget) -> None:
     """Noise scale of the per-element update perturbation."""
     trial.suggest_float("leap_sigma", 0.05, 1.0, log=True)
 
 
-def multirate_space(trial: optuna.Trial, *, grace_period: int) -> None:
+def multirate_space(trial: optuna.Trial, budget: Budget) -> None:
     """Time-scale ratio m and how many of the deepest layers are fast."""
     trial.suggest_int("multirate_m", 2, 10)
     trial.suggest_int("fast_layers", 1, 2)
 
 
-def per_instance_space(trial: optuna.Trial, *, grace_period: int) -> None:
+def per_instance_space(trial: optuna.Trial, budget: Budget) -> None:
     """Step size of the per-example rates and the held-out batch size."""
     trial.suggest_float("instance_lr", 0.01, 1.0, log=True)
     trial.suggest_categorical("meta_batch_size", [64, 128, 256])
 
 
-REGIME_SPACES: dict[str, Callable[..., None]] = {
+REGIME_SPACES: dict[str, Callable[[optuna.Trial, Budget], None]] = {
     "conventional": conventional_space,
     "lerac": lerac_space,
     "cbs": cbs_space,
@@ -70,37 +98,45 @@ REGIME_SPACES: dict[str, Callable[..., None]] = {
     "per_instance": per_instance_space,
 }
 
+# Search-only switches: they shape the space but are not training settings.
+SWITCHES = frozenset({"warmup"})
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
 class SearchSpace:
-    """The define-by-run space of one dataset's sweep.
+    """The define-by-run space of one (dataset, regime) pair.
 
-    A picklable callable (Tune saves the searcher, space included, for resume).
-    Returns the fixed settings, which Tune merges into each trial's config.
+    Picklable (Tune saves the searcher for resume). `__call__` suggests the
+    free settings on an Optuna trial and returns the complete flat run config:
+    the fixed settings, then the suggested ones.
     """
 
-    regimes: tuple[str, ...]
-    grace_period: int
+    regime: str
+    budget: Budget
     fixed: Mapping[str, Any] = field(default_factory=dict)
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
-        sampler = _SkipFixed(trial, self.fixed)
-        regime = sampler.suggest_categorical("regime", list(self.regimes))
-        shared_space(sampler)  # type: ignore[arg-type]
-        REGIME_SPACES[regime](sampler, grace_period=self.grace_period)
-        return dict(self.fixed)
+        # A fixed warm-up length leaves nothing to switch on or off.
+        switches = {"warmup": True} if "warmup_epochs" in self.fixed else {}
+        sampler = _SkipFixed(trial, {**self.fixed, **switches})
+        shared_space(sampler, self.budget)  # type: ignore[arg-type]
+        REGIME_SPACES[self.regime](sampler, self.budget)  # type: ignore[arg-type]
+        suggested = {key: value for key, value in sampler.values.items() if key not in SWITCHES}
+        return {**self.fixed, **suggested}
 
 
 class _SkipFixed:
     """Forwards suggestions to the trial, except for settings the user fixed.
 
     A fixed setting is not searched: its value is returned instead, so the
-    regime's space still sees it and Optuna's study holds only free parameters.
+    regime's space still sees it and the study holds only free parameters.
+    Remembers every value it handed out.
     """
 
     def __init__(self, trial: optuna.Trial, fixed: Mapping[str, Any]):
         self._trial = trial
         self._fixed = fixed
+        self.values: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
         suggest = getattr(self._trial, name)
@@ -108,6 +144,34 @@ class _SkipFixed:
             return suggest
 
         def suggest_unless_fixed(param: str, *args: Any, **kwargs: Any) -> Any:
-            return self._fixed[param] if param in self._fixed else suggest(param, *args, **kwargs)
+            value = self._fixed[param] if param in self._fixed else suggest(param, *args, **kwargs)
+            self.values[param] = value
+            return value
 
         return suggest_unless_fixed
+
+
+def describe_space(space: SearchSpace, *, samples: int = 64) -> dict[str, str]:
+    """Each searched parameter and its range, in words, for the record of a sweep.
+
+    Conditional parameters appear only on some branches, so the space is
+    walked with a throwaway random study until every branch has shown up.
+    """
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    ranges: dict[str, str] = {}
+    for _ in range(samples):
+        trial = study.ask()
+        space(trial)
+        for name, distribution in trial.distributions.items():
+            ranges.setdefault(name, _describe(distribution))
+        study.tell(trial, 0.0)
+    return dict(sorted(ranges.items()))
+
+
+def _describe(distribution: optuna.distributions.BaseDistribution) -> str:
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return "one of " + ", ".join(map(str, distribution.choices))
+    low, high = distribution.low, distribution.high  # type: ignore[attr-defined]
+    kind = "log-uniform" if distribution.log else "uniform"  # type: ignore[attr-defined]
+    integer = isinstance(distribution, optuna.distributions.IntDistribution)
+    return f"{'integer ' if integer else ''}{kind} in [{low:g}, {high:g}]"

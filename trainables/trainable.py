@@ -14,6 +14,7 @@ import torch
 from ray import tune
 
 from trainables.config import RunConfig
+from trainables.predictions import pack_correct
 from trainables.training import Trainer
 
 CHECKPOINT_FILE = "trainer.pt"
@@ -26,18 +27,24 @@ class RegimeTrainable(tune.Trainable):
         self._build(config)
 
     def _build(self, config: dict[str, Any]) -> None:
-        self.trainer = Trainer(RunConfig.from_dict(config))
+        self.trainer = Trainer(RunConfig.from_dict({k: v for k, v in config.items() if k != "sweep"}))
         self.train_seconds = 0.0
 
     def step(self) -> dict[str, Any]:
         report = self.trainer.train_epoch()
         self.train_seconds += report.epoch_seconds
+        done = report.diverged or self.trainer.finished
+        extra = {}
+        if done:
+            test = self.trainer.data.test
+            extra["test_correct"] = pack_correct((self.trainer.predict(test) == test.y.cpu()).numpy())
         return {
+            **extra,
             **report.metrics(),
             "train_seconds": self.train_seconds,
             "device": str(self.trainer.device),
             "node_id": ray.get_runtime_context().get_node_id(),
-            "done": report.diverged or self.trainer.finished,
+            "done": done,
         }
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
