@@ -14,9 +14,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import optuna
+from mlflow.exceptions import MlflowException
 
 from analysis.errors import AnalysisError
 from analysis.records import Sweep, load_sweep
+from trainables.cli import OneLineParser
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "lerac-sweep"
@@ -117,7 +119,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python -m analysis", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
@@ -155,9 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one INFO line per rebuilt study otherwise
     try:
         return args.handler(args)
-    except AnalysisError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except MlflowException as error:  # e.g. a server that stops answering halfway
+        message = f"MLflow at {getattr(args, 'tracking_uri', '?')}: {error.message}"
+    except (AnalysisError, OSError, ValueError) as error:  # OSError: unwritable --out, vanished files
+        message = str(error)
+    print("error: " + " ".join(message.split()), file=sys.stderr)  # one line, however it was raised
+    return 2
 
 
 if __name__ == "__main__":

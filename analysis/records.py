@@ -7,7 +7,9 @@ histories are fetched only when a command needs them.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +60,47 @@ def open_client(tracking_uri: str) -> MlflowClient:
         path = Path(tracking_uri.removeprefix("sqlite:///"))
         if not path.is_file():
             raise AnalysisError(f"no MLflow database at {path} (tracking URI {tracking_uri})")
+        check_mlflow_database(path)
     return MlflowClient(tracking_uri)
+
+
+def check_mlflow_database(path: Path) -> None:
+    """Refuse, reading it only, an sqlite file that MLflow would write to when opened.
+
+    MLflow creates its tables in a database that lacks any of them and migrates one of an
+    older schema, in place: pointed at some other sqlite file (an 8 KB one grew to 958 KB and
+    70 tables) or at an old store, a read-only command would rewrite it. So the file is read
+    first, in sqlite's read-only mode, and must hold this MLflow's whole schema.
+    """
+    try:
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            revision = None
+            if "alembic_version" in tables:
+                revision = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:  # not an sqlite database at all (a text file, say)
+        tables, revision = set(), None
+    if not {"experiments", "runs", "alembic_version"} <= tables:
+        raise AnalysisError(f"{path} is not an MLflow tracking database")
+    expected_tables, head = _mlflow_schema()
+    found = revision[0] if revision else None
+    if found != head or not expected_tables <= tables:
+        raise AnalysisError(
+            f"{path} is an MLflow database of another version (schema {found}, this MLflow reads "
+            f"{head}); MLflow would migrate it in place: upgrade a copy with "
+            f"'mlflow db upgrade sqlite:///COPY' and analyse the copy"
+        )
+
+
+def _mlflow_schema() -> tuple[set[str], str]:
+    """The tables and schema revision this MLflow expects: the same test MLflow applies when it
+    decides to create or migrate tables (`_all_tables_exist`, `_verify_schema`)."""
+    # Importing mlflow.store.db.utils registers every ORM table on Base.
+    from mlflow.store.db.base_sql_model import Base
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return set(Base.metadata.tables), _get_latest_schema_revision()
 
 
 def search(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:

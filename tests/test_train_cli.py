@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -60,7 +62,11 @@ def test_replay_says_whether_it_reproduced_the_recorded_accuracy(tmp_path, capsy
     ("args", "message"),
     [
         (["--regime", "lerac", "--leap-sigma", "0.3"], "unknown setting 'leap_sigma' for regime 'lerac'"),
-        (["--lr", "-1"], "setting 'lr' must be > 0"),
+        (["--lr", "-1"], "setting 'lr' must be in (0, 10]"),
+        (["--lr", "inf"], "setting 'lr' must be a finite number"),
+        (["--seed", "99999999999999999999"], "setting 'seed' must be in [0, 2**63)"),
+        (["--device", "cuda"], "setting 'device' is 'cuda' but CUDA is not available here"),
+        (["--batch-size", "5000"], "setting 'batch_size' (5000) is larger than the training split"),
         (["--regime", "nope"], "unknown regime 'nope'"),
         (["--dataset", "cifar10", "--data-dir", "{tmp}/none"], "cifar10: expected"),
         (["--config", "{tmp}/missing.yaml"], "does not exist"),
@@ -71,6 +77,59 @@ def test_bad_input_gives_one_clear_line(tmp_path, capsys, args, message):
     code, _, printed = run(args, tmp_path, capsys)
     assert code == 2
     assert printed.strip().startswith("error: ") and message in printed and printed.strip().count("\n") == 0
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_training(tmp_path, capsys):
+    assert main(["--output", str(tmp_path / "none" / "result.json")]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err == f"error: --output {tmp_path}/none/result.json must name a file in an existing folder\n"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--epochs"], "argument --epochs: expected one argument"),
+    (["--dataset", "nope"], "argument --dataset: invalid choice: 'nope'"),
+])
+def test_a_bad_flag_is_one_line_not_the_whole_usage(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+HOSTILE_FILES = {
+    "syntax.yaml": (b"regime: lerac\nepochs: [1\n", "is not valid YAML (line 3, column 1)"),
+    "tag.yaml": (b'x: !!python/object/apply:os.system ["echo pwned"]\n',
+                 "contains the tag !!python/object/apply:os.system, which is not allowed"),
+    "regime_list.yaml": (b"regime: [lerac, cbs]\n", "setting 'regime' must be one regime name"),
+    "device.yaml": (b"device: cuda\n", "setting 'device' is 'cuda' but CUDA is not available"),
+    "seed.yaml": (b"seed: 99999999999999999999\n", "setting 'seed' must be in [0, 2**63)"),
+    "deep.yaml": (b"[" * 10_000 + b"]" * 10_000, "is nested too deeply"),
+    "binary.yaml": (bytes(range(256)) * 4, "is not UTF-8 text, so not YAML"),
+    "empty.yaml": (b"", "is empty"),
+    "recorded.yaml": (b"recorded_test_acc: high\nconfig: {epochs: 1}\n", "'recorded_test_acc' must be an accuracy"),
+    "folder.yaml": (None, "is a directory"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_FILES)
+def test_a_hostile_config_file_is_one_line_naming_the_file_or_setting(tmp_path, capsys, name):
+    content, message = HOSTILE_FILES[name]
+    path = tmp_path / name
+    path.mkdir() if content is None else path.write_bytes(content)
+    code, _, printed = run(["--config", str(path)], tmp_path, capsys)
+    assert code == 2 and printed.startswith("error: ") and printed.count("\n") == 1
+    assert message in printed and "Traceback" not in printed
+    assert "setting '" in printed or str(path) in printed
+
+
+def test_no_traceback_from_a_separate_process(tmp_path):
+    """The whole process, not just `main`: nothing escapes as a traceback (here RecursionError)."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("[" * 10_000 + "]" * 10_000)
+    done = subprocess.run([sys.executable, "-m", "trainables.train", "--config", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"error: config file {path} is nested too deeply to be a run's settings\n"
 
 
 def test_help_lists_every_setting(capsys):

@@ -8,6 +8,7 @@ shared `TrainSettings` and the chosen regime's settings, validating both.
 from __future__ import annotations
 
 import json
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,12 +23,15 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "adamax")
 SCHEDULES = ("constant", "step", "cosine")
 
 
-def _positive(value: float) -> bool:
-    return value > 0
-
-
-def _non_negative(value: float) -> bool:
-    return value >= 0
+# Upper bounds that no real run reaches: a value beyond one can only be a mistake (a typo, a
+# unit slip), and failing at once beats a sweep of diverged or never-ending trials.
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 65_536
+MAX_LR = 10.0
+# Fixed rather than this machine's CPU count: a config is validated on one machine (the sweep's
+# driver, the machine that exported it) and trained on others with more cores.
+MAX_CPU_THREADS = 256
+SEED_LIMIT = 2**63  # torch seeds are 64-bit; the regimes seed their own generators with seed + 1, + 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,41 +43,49 @@ class TrainSettings:
     model: str = setting("small_cnn", "model name", choices=MODEL_NAMES)
     data_dir: str = setting("data", "folder holding on-disk datasets (CIFAR, Tiny ImageNet)")
     download: bool = setting(False, "download CIFAR data into data_dir if missing")
-    data_seed: int = setting(0, "seed of the fixed train/validation/test split", check=_non_negative, rule=">= 0")
+    data_seed: int = setting(0, "seed of the fixed train/validation/test split",
+                             check=lambda v: 0 <= v < SEED_LIMIT, rule="in [0, 2**63)")
     label_noise: float = setting(
         0.0, "share of training labels flipped to a wrong class (a trusted tenth stays clean)",
         check=lambda v: 0 <= v <= 0.9, rule="in [0, 0.9]",
     )
-    seed: int = setting(0, "seed of initialisation, shuffling and augmentation", check=_non_negative, rule=">= 0")
-    epochs: int = setting(10, "training epochs", check=_positive, rule="> 0")
-    batch_size: int = setting(64, "mini-batch size", check=_positive, rule="> 0")
+    seed: int = setting(0, "seed of initialisation, shuffling and augmentation",
+                        check=lambda v: 0 <= v < SEED_LIMIT, rule="in [0, 2**63)")
+    epochs: int = setting(10, "training epochs", check=lambda v: 1 <= v <= MAX_EPOCHS, rule=f"in [1, {MAX_EPOCHS}]")
+    batch_size: int = setting(
+        64, "mini-batch size (at most the training split)",
+        check=lambda v: 1 <= v <= MAX_BATCH_SIZE, rule=f"in [1, {MAX_BATCH_SIZE}]",
+    )
     optimizer: str = setting("sgd", "optimizer", choices=OPTIMIZERS)
-    lr: float = setting(0.05, "base learning rate eta0", check=_positive, rule="> 0")
+    lr: float = setting(0.05, "base learning rate eta0", check=lambda v: 0 < v <= MAX_LR, rule=f"in (0, {MAX_LR:g}]")
     momentum: float = setting(0.9, "SGD momentum", check=lambda v: 0 <= v < 1, rule="in [0, 1)")
     nesterov: bool = setting(False, "Nesterov momentum (SGD)")
-    weight_decay: float = setting(5e-4, "weight decay", check=_non_negative, rule=">= 0")
+    weight_decay: float = setting(5e-4, "weight decay", check=lambda v: 0 <= v <= 1, rule="in [0, 1]")
     schedule: str = setting(
         "cosine", "ordinary schedule after any warm-up or curriculum", choices=SCHEDULES
     )
     warmup_epochs: float = setting(
         0.0, "linear warm-up epochs before the schedule (0 = none); the decay starts when it "
         "ends, as LeRaC's starts at k (LeRaC replaces the warm-up)",
-        check=_non_negative, rule=">= 0",
+        check=lambda v: 0 <= v <= MAX_EPOCHS, rule=f"in [0, {MAX_EPOCHS}]",
     )
     milestones: tuple[int, ...] = setting(
         (), "epochs at which the step schedule multiplies the rate by gamma (empty: 50% and 75%)",
-        check=lambda v: all(m > 0 for m in v), rule="positive epochs",
+        check=lambda v: all(1 <= m <= MAX_EPOCHS for m in v), rule=f"epochs in [1, {MAX_EPOCHS}]",
     )
     gamma: float = setting(0.1, "step schedule factor", check=lambda v: 0 < v <= 1, rule="in (0, 1]")
-    min_lr: float = setting(0.0, "final rate of the cosine schedules", check=_non_negative, rule=">= 0")
+    min_lr: float = setting(0.0, "final rate of the cosine schedules", check=lambda v: 0 <= v <= MAX_LR, rule=f"in [0, {MAX_LR:g}]")
     granularity: str = setting("block", "how parameters are grouped into layers", choices=GRANULARITIES)
-    device: str = setting("auto", "'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
+    device: str = setting(
+        "auto", "'auto' (CUDA when present), 'cpu' or 'cuda[:N]'",
+        check=lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None, rule="'auto', 'cpu' or 'cuda[:N]'",
+    )
     compile: bool = setting(
         False, "torch.compile the model (worth it on a GPU for long runs; the first epoch pays the compile)"
     )
     cpu_threads: int = setting(
         1, "torch threads when training on the CPU (results reproduce only with the same count)",
-        check=_positive, rule="> 0",
+        check=lambda v: 1 <= v <= MAX_CPU_THREADS, rule=f"in [1, {MAX_CPU_THREADS}]",
     )
 
     def milestone_epochs(self) -> tuple[int, ...]:
@@ -140,3 +152,13 @@ class RunConfig:
             key: json.loads(text) if typing.get_origin(types.get(key)) is tuple else text
             for key, text in params.items()
         })
+
+
+def check_batch_fits(batch_size: int, train_size: int) -> None:
+    """Refuse a batch larger than the training split, which is known only once data is loaded:
+    every epoch would be one short batch and `batch_size` would not mean what it says."""
+    if batch_size > train_size:
+        raise ValueError(
+            f"setting 'batch_size' ({batch_size}) is larger than the training split "
+            f"({train_size} examples)"
+        )

@@ -8,12 +8,16 @@ second form; `python -m trainables.train --config FILE` reads both.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+MAX_BYTES = 1 << 20  # a run's settings take under a kilobyte: a larger file is the wrong file
+_UNKNOWN_TAG = re.compile(r"could not determine a constructor for the tag '([^']*)'")
 
 
 @dataclass(frozen=True)
@@ -23,11 +27,15 @@ class ConfigFile:
 
 
 def read_config_file(path: str | Path) -> ConfigFile:
-    """Read a run's settings (and any metadata) from a YAML file."""
+    """Read a run's settings (and any metadata) from a YAML file.
+
+    Anything wrong with the file is a ValueError (FileNotFoundError when it is missing)
+    whose one-line message names the file, so every CLI can print it as is.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    content = yaml.safe_load(path.read_text())
+    content = _parse_yaml(path, _read_text(path))
+    if content is None:
+        raise ValueError(f"config file {path} is empty: it holds no settings")
     if not isinstance(content, Mapping):
         raise ValueError(f"config file {path} must hold a mapping of settings")
     if "config" in content:
@@ -37,6 +45,53 @@ def read_config_file(path: str | Path) -> ConfigFile:
         metadata = {k: v for k, v in content.items() if k != "config"}
         return ConfigFile(settings=dict(settings), metadata=metadata)
     return ConfigFile(settings=dict(content))
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a directory, not a YAML file")
+    if not path.is_file():
+        raise ValueError(f"config file {path} is not a regular file")
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_BYTES + 1)
+    except OSError as error:
+        raise ValueError(f"cannot read config file {path}: {error.strerror}") from None
+    if len(data) > MAX_BYTES:
+        raise ValueError(f"config file {path} is larger than {MAX_BYTES // 1024} KiB: not a run's settings")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not UTF-8 text, so not YAML") from None
+
+
+def _parse_yaml(path: Path, text: str) -> Any:
+    """`yaml.safe_load`, whose errors (several lines, or a RecursionError) become one line."""
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        # PyYAML composes nested collections recursively: 10,000 nested lists exhaust the stack.
+        raise ValueError(f"config file {path} is nested too deeply to be a run's settings") from None
+    except yaml.constructor.ConstructorError as error:
+        tag = _UNKNOWN_TAG.search(error.problem or "")
+        if tag is None:
+            raise ValueError(f"config file {path}{_where(error)}: {error.problem}") from None
+        shown = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+        raise ValueError(
+            f"config file {path}{_where(error)} contains the tag {shown}, which is not allowed: "
+            "a config holds plain values only (nothing in it may create Python objects)"
+        ) from None
+    except yaml.MarkedYAMLError as error:
+        raise ValueError(f"config file {path} is not valid YAML{_where(error)}: {error.problem}") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
+
+
+def _where(error: yaml.MarkedYAMLError) -> str:
+    mark = error.problem_mark
+    return "" if mark is None else f" (line {mark.line + 1}, column {mark.column + 1})"
 
 
 def write_config_file(path: str | Path, settings: Mapping[str, Any], metadata: Mapping[str, Any]) -> Path:

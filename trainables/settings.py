@@ -5,11 +5,16 @@ settings) is a frozen dataclass whose fields carry their help text and their
 valid range in `metadata`. One generic builder turns a plain dict (from a CLI,
 a YAML file or a Ray Tune config) into such a dataclass, so that an unknown key
 or an out-of-range value always fails the same way: a `ValueError` naming the key.
+No float setting accepts nan or +-inf, whatever its own check says: a
+non-finite value is never a meaningful rate, factor or length, and inf passes
+every lower bound (`lr > 0`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -55,36 +60,47 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
             raise ValueError(f"setting '{name}' must be a list, got {value!r}")
         return tuple(_coerce(name, v, args[0]) for v in value)
     try:
-        if annotation is bool:
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered in ("true", "1", "yes", "on"):
-                    return True
-                if lowered in ("false", "0", "no", "off"):
-                    return False
-                raise ValueError
-            if isinstance(value, (bool, int)) and value in (0, 1):
-                return bool(value)
-            raise ValueError
-        if annotation is int:
-            if isinstance(value, bool):
-                raise ValueError
-            as_float = float(value)
-            if not as_float.is_integer():
-                raise ValueError
-            return int(as_float)
-        if annotation is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if annotation is str:
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-    except (TypeError, ValueError):
+        value = _scalar(value, annotation)
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(
             f"setting '{name}' must be of type {annotation.__name__}, got {value!r}"
         ) from None
+    if annotation is float and not math.isfinite(value):
+        raise ValueError(f"setting '{name}' must be a finite number, got {value!r}")
+    return value
+
+
+def _scalar(value: Any, annotation: Any) -> Any:
+    """`value` as a bool, int, float or str; TypeError, ValueError or OverflowError if it is not one."""
+    if annotation is bool:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(value, (bool, int)) and value in (0, 1):
+            return bool(value)
+        raise ValueError
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return int(value)  # exact, even beyond a float's 53 bits (seeds)
+        as_float = float(value)
+        if not as_float.is_integer():
+            raise ValueError
+        return int(as_float)
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)
+    if annotation is str and not isinstance(value, str):
+        raise ValueError
     return value
 
 
@@ -94,7 +110,7 @@ def build_settings(cls: type[T], values: Mapping[str, Any], *, owner: str) -> T:
     `owner` names what the settings belong to (e.g. "regime 'lerac'") in errors.
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(set(values) - set(fields), key=str)
     if unknown:
         raise ValueError(
             f"unknown setting '{unknown[0]}' for {owner}; known settings: {', '.join(sorted(fields))}"

@@ -10,14 +10,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from trainables.cli import OneLineParser
 from trainables.config import RunConfig, TrainSettings
 from trainables.config_file import read_config_file
+from trainables.divergence import loss_limit
 from trainables.regimes import REGIMES
 from trainables.training import EpochReport, Trainer
 from trainables.version import code_version
@@ -41,7 +44,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser, settings_type: type, tit
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m trainables.train",
         description="Train one configuration of a learning-rate regime and report its accuracy.",
     )
@@ -77,9 +80,26 @@ def format_epoch(report: EpochReport, epochs: int) -> str:
     )
 
 
-def run(config: RunConfig, *, quiet: bool = False) -> EpochReport:
+def recorded_test_acc(metadata: dict[str, Any], path: Path | None) -> float | None:
+    """The accuracy a replayed config was recorded with, checked before training rather than
+    failing after it."""
+    value = metadata.get("recorded_test_acc")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"config file {path}: 'recorded_test_acc' must be an accuracy in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_output(path: Path | None) -> None:
+    """Refuse an --output that cannot be written before training, not after it."""
+    if path is not None and (path.is_dir() or not path.parent.is_dir()):
+        raise ValueError(f"--output {path} must name a file in an existing folder")
+
+
+def run(trainer: Trainer, *, quiet: bool = False) -> EpochReport:
     """Train to the end (or divergence), printing progress; returns the last report."""
-    trainer = Trainer(config)
+    config = trainer.config
     train = config.train
     if not quiet:
         print(f"{train.regime} on {train.dataset} with {train.model}, {train.epochs} epochs, "
@@ -89,7 +109,10 @@ def run(config: RunConfig, *, quiet: bool = False) -> EpochReport:
         if not quiet:
             print(format_epoch(report, train.epochs), flush=True)
         if report.diverged:
-            print("training diverged: the loss is no longer finite", file=sys.stderr)
+            loss, classes = report.train_loss, trainer.data.num_classes
+            why = (f"mean loss {loss:.4g} is above {loss_limit(classes):.1f}, far beyond any sane run "
+                   f"with {classes} classes" if math.isfinite(loss) else f"the loss is {loss}")
+            print(f"training diverged in epoch {report.epoch}: {why}", file=sys.stderr)
             return report
         if trainer.finished:
             return report
@@ -101,17 +124,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings, metadata = resolve_settings(args)
         config = RunConfig.from_dict(settings)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        recorded = recorded_test_acc(metadata, args.config)
+        check_output(args.output)
+        # Building the Trainer is where the data, the device and the regime meet the settings
+        # (a missing data folder, no CUDA, a batch larger than the split); training itself is
+        # not wrapped, so a bug there keeps its traceback.
+        trainer = Trainer(config)
+    except (ValueError, OSError) as error:
+        print("error: " + " ".join(str(error).split()), file=sys.stderr)  # one line, whatever raised it
         return 2
-    try:
-        report = run(config, quiet=args.quiet)
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    report = run(trainer, quiet=args.quiet)
     print(f"final validation accuracy: {100 * report.val_acc:.2f}%")
     print(f"final test accuracy: {100 * report.test_acc:.2f}%")
-    recorded = metadata.get("recorded_test_acc")
     if recorded is not None:
         verdict = "reproduced exactly" if report.test_acc == recorded else "differs from"
         print(f"recorded test accuracy: {100 * recorded:.2f}% ({verdict} the recorded run)")

@@ -9,7 +9,6 @@ checkpoints, which is what makes a restored run continue bit-identically.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ from typing import Any
 
 import torch
 
-from trainables.config import RunConfig
+from trainables import divergence
+from trainables.config import RunConfig, check_batch_fits
 from trainables.data import Dataset, Split, augment_batch, load_dataset
 from trainables.layers import layer_groups
 from trainables.models import build_model
@@ -33,12 +33,14 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"setting 'device' is {name!r} but CUDA is not available here")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"setting 'device' is {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
 @dataclass(frozen=True)
 class EpochReport:
-    """What one epoch produced; `diverged` is True when the loss became NaN or infinite."""
+    """What one epoch produced; `diverged` as `trainables.divergence.diverged` rules."""
 
     epoch: int
     train_loss: float
@@ -86,6 +88,7 @@ class Trainer:
                 download=train.download,
                 label_noise=train.label_noise,
             )
+        check_batch_fits(train.batch_size, len(data.train))
         self.data = data.to(self.device)
         torch.manual_seed(train.seed)
         model = build_model(
@@ -155,7 +158,7 @@ class Trainer:
             test_acc=test_acc,
             epoch_seconds=time.perf_counter() - started,
             layer_rates=self.regime.layer_rates(),
-            diverged=not math.isfinite(train_loss),
+            diverged=divergence.diverged(train_loss, data.num_classes),
         )
 
     @torch.no_grad()

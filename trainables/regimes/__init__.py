@@ -18,6 +18,10 @@ REGIME_NAMES: tuple[str, ...] = tuple(REGIMES)
 
 def regime_class(name: str) -> type[Regime]:
     """The regime class registered under `name`; ValueError naming it if unknown."""
+    if not isinstance(name, str):  # e.g. a YAML list, which is not even hashable
+        raise ValueError(
+            f"setting 'regime' must be one regime name, got {name!r}; known regimes: {', '.join(REGIME_NAMES)}"
+        )
     if name not in REGIMES:
         raise ValueError(f"unknown regime {name!r}; known regimes: {', '.join(REGIME_NAMES)}")
     return REGIMES[name]

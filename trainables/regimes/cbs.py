@@ -16,18 +16,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.config import MAX_EPOCHS
 from trainables.regimes.base import Regime, RegimeContext
 from trainables.settings import setting
 
 
 @dataclass(frozen=True, kw_only=True)
 class CbsSettings:
-    cbs_sigma: float = setting(1.0, "initial blur sigma", check=lambda v: v > 0, rule="> 0")
+    # Below 0.01 the 3x3 kernel is the identity (far below, sigma**2 underflows and the kernel is
+    # 0/0 = NaN); above 100 it is a box filter within 0.01%.
+    cbs_sigma: float = setting(1.0, "initial blur sigma", check=lambda v: 0.01 <= v <= 100, rule="in [0.01, 100]")
     cbs_decay: float = setting(
         0.9, "sigma is multiplied by this every cbs_every epochs",
         check=lambda v: 0 < v <= 1, rule="in (0, 1]",
     )
-    cbs_every: int = setting(5, "epochs between sigma decays", check=lambda v: v >= 1, rule=">= 1")
+    cbs_every: int = setting(
+        5, "epochs between sigma decays", check=lambda v: 1 <= v <= MAX_EPOCHS, rule=f"in [1, {MAX_EPOCHS}]"
+    )
 
 
 def gaussian_kernel3(sigma: float) -> torch.Tensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainables.config import TrainSettings
+from trainables.config import MAX_EPOCHS, MAX_LR, TrainSettings
 from trainables.curriculum import SHAPES, initial_rates
 from trainables.regimes.base import Regime
 from trainables.schedules import CURRICULUM_RULES, Curriculum, LayerRateSchedule
@@ -24,12 +24,13 @@ from trainables.settings import setting
 class LeracSettings:
     curriculum_epochs: float = setting(
         3.0, "k, the curriculum length in epochs (converted to steps)",
-        check=lambda v: v > 0, rule="> 0",
+        check=lambda v: 0 < v <= MAX_EPOCHS, rule=f"in (0, {MAX_EPOCHS}]",
     )
     decay_base: float = setting(
         0.1, "b: layer j starts at eta0 * b**j", check=lambda v: 0 < v <= 1, rule="in (0, 1]"
     )
-    eta_min: float = setting(1e-6, "floor of the initial rates", check=lambda v: v >= 0, rule=">= 0")
+    eta_min: float = setting(1e-6, "floor of the initial rates", check=lambda v: 0 <= v <= MAX_LR,
+                             rule=f"in [0, {MAX_LR:g}]")
     shape: str = setting("exp", "shape of the eq9 rise to eta0 (ignored by the stepped rule)",
                          choices=SHAPES)
     rule: str = setting(
@@ -39,7 +40,7 @@ class LeracSettings:
     )
     updates_per_epoch: int = setting(
         0, "rate updates per epoch during the rise (0 = every iteration; the official code used "
-        "1, 2 or 4)", check=lambda v: v >= 0, rule=">= 0",
+        "1, 2 or 4)", check=lambda v: 0 <= v <= 10_000, rule="in [0, 10000]",
     )
     head_scale: float | None = setting(
         None, "the classifier starts at eta0 * head_scale instead of eta0 * b**j (the official "

@@ -21,7 +21,7 @@ from trainables.settings import setting
 class MultirateSettings:
     multirate_m: int = setting(
         5, "m: slow layers step every m iterations; fast layers use rate h/m",
-        check=lambda v: v >= 1, rule=">= 1",
+        check=lambda v: 1 <= v <= 1000, rule="in [1, 1000]",
     )
     fast_layers: int = setting(
         1, "how many of the deepest layer groups are fast (1 = the head)",

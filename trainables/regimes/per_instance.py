@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from trainables.config import TrainSettings
+from trainables.config import MAX_BATCH_SIZE, TrainSettings
 from trainables.regimes.base import Regime, RegimeContext
 from trainables.settings import setting
 
@@ -29,11 +29,11 @@ from trainables.settings import setting
 class PerInstanceSettings:
     instance_lr: float = setting(
         0.1, "typical change of an example's rate logit per visit",
-        check=lambda v: v > 0, rule="> 0",
+        check=lambda v: 0 < v <= 10, rule="in (0, 10]",  # 10 already multiplies a rate by e**10 in one visit
     )
     meta_batch_size: int = setting(
         128, "size of the held-out batch that drives the rates",
-        check=lambda v: v >= 2, rule=">= 2",
+        check=lambda v: 2 <= v <= MAX_BATCH_SIZE, rule=f"in [2, {MAX_BATCH_SIZE}]",
     )
 
 
