@@ -7,7 +7,7 @@ initialisation draws and batch order, so seed-to-seed noise largely cancels
 in the differences.
 
 The procedure (docs/contracts.md):
-1. Each regime: mean test accuracy over seeds with a 95% t-interval.
+1. Each regime: mean test accuracy over seeds with a 95% t-interval (clipped to [0, 100]).
 2. The leader: the highest mean test accuracy (ties to the higher mean validation).
 3. Every other regime against the leader: the paired gap (leader - other, in
    points) with its 95% t-interval, a two-sided paired t-test, p-values
@@ -57,13 +57,15 @@ class Interval:
     high: float
 
     @classmethod
-    def of(cls, values: Sequence[float], level: float = LEVEL) -> Interval:
+    def of(cls, values: Sequence[float], level: float = LEVEL,
+           bounds: tuple[float, float] = (-math.inf, math.inf)) -> Interval:
+        """The t-interval of `values`, clipped to `bounds` (an accuracy's lies in [0, 100])."""
         values = np.asarray(values, dtype=float)
         mean = float(values.mean())
         if len(values) < 2:
-            return cls(mean, -math.inf, math.inf)
+            return cls(mean, bounds[0], bounds[1])
         half = stats.t.ppf((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-        return cls(mean, float(mean - half), float(mean + half))
+        return cls(mean, float(max(bounds[0], mean - half)), float(min(bounds[1], mean + half)))
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,8 @@ def decide(dataset: str, results: Mapping[str, Sequence[SeedResult]], *, alpha: 
     if not present:
         return Verdict(dataset, alpha, schema.NO_RESULT, None, None, (), (), (), (), missing)
     arms = tuple(
-        Arm(regime, tuple(run.seed for run in runs), Interval.of([100 * run.test_acc for run in runs]),
+        Arm(regime, tuple(run.seed for run in runs),
+            Interval.of([100 * run.test_acc for run in runs], bounds=(0.0, 100.0)),
             float(np.mean([100 * run.val_acc for run in runs])),
             tuple(100 * run.test_acc for run in runs))
         for regime, runs in present.items()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import pickle
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,11 +59,14 @@ class SamplerSettings:
         """A fresh sampler; `offset` keeps the groups' random streams apart."""
         if self.kind == "random":
             return optuna.samplers.RandomSampler(seed=self.seed + offset)
-        # Passed explicitly: Optuna 4 and 5 differ in these defaults (STACK.md).
-        return optuna.samplers.TPESampler(
-            seed=self.seed + offset, n_startup_trials=self.startup_trials,
-            multivariate=True, group=True, constant_liar=True,
-        )
+        # Passed explicitly: Optuna 4 and 5 differ in these defaults (STACK.md). `group`
+        # samples conditional branches (LeRaC's rule, the warm-up switch) jointly.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=self.seed + offset, n_startup_trials=self.startup_trials,
+                multivariate=True, group=True, constant_liar=True,
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
+
 from search.options import SCHEDULERS, SEARCHERS, SweepOptions, regime_keys
+from search.spaces import Budget, SearchSpace
 from trainables.config import TRAIN_KEYS, RunConfig
 from trainables.data import check_dataset_available
 from trainables.models import MODEL_NAMES
@@ -59,10 +62,17 @@ def validate_options(options: SweepOptions) -> None:
             raise SweepError(str(error)) from None
         for regime in options.regimes:
             try:
-                RunConfig.from_dict(options.trial_settings(dataset, regime))
+                RunConfig.from_dict(sample_config(options, dataset, regime))
             except ValueError as error:
                 raise SweepError(f"bad fixed setting for {regime}: {error}") from None
     check_tracking_uri(options.tracking_uri)
+
+
+def sample_config(options: SweepOptions, dataset: str, regime: str) -> dict:
+    """One config the search could hand out: the fixed settings with the rest drawn."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    budget = Budget(epochs=options.epochs, grace_period=options.grace_period)
+    return SearchSpace(regime=regime, budget=budget, fixed=options.trial_settings(dataset, regime))(study.ask())
 
 
 def check_fixed_settings(options: SweepOptions) -> None:

@@ -19,6 +19,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import optuna
+
+from search import schema
 from search.balanced_search import BalancedSearch, Confirmation, Group, SamplerSettings
 from search.checks import SweepError, check_cluster_resources, validate_options
 from search.options import METRIC, SweepOptions
@@ -154,10 +157,25 @@ def trial_outcomes(results: Any) -> list[TrialOutcome]:
     ]
 
 
-def was_interrupted(results: Any) -> bool:
-    """Whether Tune stopped (Ctrl-C) before every trial ended: trials cut off are still
-    running or pending in the state Tune saved when it stopped."""
-    return results.num_terminated + results.num_errors < len(results)
+def unfinished_work(outcomes: list[TrialOutcome], options: SweepOptions) -> str | None:
+    """What an interrupted run left undone, or None when every trial the sweep owes has ended.
+
+    Counted from the trials themselves: Tune marks the trials it cut off at an
+    interruption as terminated, so their status cannot tell.
+    """
+    for dataset in options.datasets:
+        for regime in options.regimes:
+            mine = [o for o in outcomes if o.config.get("dataset") == dataset and o.config.get("regime") == regime]
+            search = [o for o in mine if o.stage == schema.SEARCH]
+            if options.time_budget_s is None and len(search) < options.num_trials:
+                return f"{dataset}/{regime} ran {len(search)} of {options.num_trials} search trials"
+            completed = sum(o.state(options.epochs) == schema.COMPLETED for o in search)
+            owed = min(options.top_k, completed) * options.confirm_seeds
+            confirmed = sum(o.stage == schema.CONFIRM and (o.errored or o.state(options.epochs) != schema.STOPPED_EARLY)
+                            for o in mine)
+            if confirmed < owed:
+                return f"{dataset}/{regime} finished {confirmed} of {owed} confirmation runs"
+    return None
 
 
 def run_sweep(options: SweepOptions, *, resume: bool = False) -> list[DatasetOutcome]:
@@ -170,6 +188,7 @@ def run_sweep(options: SweepOptions, *, resume: bool = False) -> list[DatasetOut
 
     from search.recording import MlflowTrialCallback, SweepRecorder
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per study and trial otherwise
     storage_path = Path(options.storage_path).resolve()
     if resume:
         sweep_id, options = load_latest_state(storage_path)
@@ -196,13 +215,14 @@ def run_sweep(options: SweepOptions, *, resume: bool = False) -> list[DatasetOut
             for dataset in options.datasets
         }
         callback = MlflowTrialCallback(recorder, parents=parents, epochs=options.epochs)
-        results = build_tuner(options, storage_path / sweep_id, callback, resume=resume).fit()
-        if was_interrupted(results):
+        trials = trial_outcomes(build_tuner(options, storage_path / sweep_id, callback, resume=resume).fit())
+        undone = unfinished_work(trials, options)
+        if undone is not None:
             raise SweepInterrupted(
-                f"sweep {sweep_id} was interrupted; finished trials are kept. "
+                f"sweep {sweep_id} was interrupted ({undone}); finished trials are kept. "
                 f"Continue it with --resume (storage path {storage_path})"
             )
-        outcomes = dataset_outcomes(trial_outcomes(results), datasets=options.datasets,
+        outcomes = dataset_outcomes(trials, datasets=options.datasets,
                                     regimes=options.regimes, parents=parents, epochs=options.epochs)
         for outcome in outcomes:
             recorder.record_verdict(outcome, code_version=version_now)

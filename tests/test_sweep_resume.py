@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 pytestmark = pytest.mark.slow
 
 SWEEP = Path(__file__).resolve().parent.parent / "search" / "lerac_sweep.py"
-TRIALS = 6
+TRIALS = 3  # per regime
+RUNS = 2 * TRIALS + 2 * 2  # two regimes: their search trials and 2 confirmation seeds each
 
 
 def trial_runs(tracking_uri: str) -> list:
@@ -28,7 +29,7 @@ def trial_runs(tracking_uri: str) -> list:
 def test_interrupted_sweep_resumes_without_duplicates_or_losses(tmp_path):
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [sys.executable, str(SWEEP), "--datasets", "digits", "--trials", str(TRIALS),
-            "--epochs", "3", "--grace-period", "3", "--max-concurrent", "1",
+            "--epochs", "3", "--grace-period", "3", "--max-concurrent", "1", "--confirm-seeds", "2",
             "--storage-path", str(tmp_path / "ray"), "--tracking-uri", tracking_uri,
             "--experiment", "resume-test"]
     driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -47,17 +48,17 @@ def test_interrupted_sweep_resumes_without_duplicates_or_losses(tmp_path):
     finished_before = {
         run.data.tags["trial_id"] for run in trial_runs(tracking_uri) if "end_state" in run.data.tags
     }
-    assert 2 <= len(finished_before) < TRIALS
+    assert 2 <= len(finished_before) < RUNS
 
     resumed = subprocess.run(
         [*args, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=400
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "Winners per dataset" in resumed.stdout
+    assert "Verdicts per dataset" in resumed.stdout
 
     after = trial_runs(tracking_uri)
     trial_ids = [run.data.tags["trial_id"] for run in after]
-    assert len(trial_ids) == len(set(trial_ids)) == TRIALS
+    assert len(trial_ids) == len(set(trial_ids)) == RUNS
     assert all(run.data.tags.get("end_state") for run in after)
     for trial_id, run_id in before.items():  # same trial keeps its MLflow run
         assert {run.info.run_id for run in after if run.data.tags["trial_id"] == trial_id} == {run_id}

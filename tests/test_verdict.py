@@ -134,3 +134,4 @@ class TestBuildingBlocks:
         interval = Interval.of(values)
         assert (interval.low, interval.high) == pytest.approx((low, high))
         assert Interval.of([1.0]).low == -math.inf
+        assert Interval.of([99.0, 100.0], bounds=(0, 100)).high == 100
