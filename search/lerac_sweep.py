@@ -13,12 +13,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search import schema  # noqa: E402
 from search.checks import SweepError  # noqa: E402
-from search.options import SweepOptions  # noqa: E402
+from search.options import SweepOptions, first_error  # noqa: E402
 from search.sweep import SweepInterrupted, run_sweep  # noqa: E402
 
 DEFAULTS = SweepOptions()
@@ -131,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcomes = run_sweep(options, resume=args.resume)
     except SweepError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ValidationError as error:
+        print(f"error: {first_error(error)}", file=sys.stderr)
         return 2
     except SweepInterrupted as interrupted:
         print(f"interrupted: {interrupted}", file=sys.stderr)

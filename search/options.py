@@ -1,13 +1,23 @@
-"""What a sweep is asked to do: `SweepOptions`, and the settings each trial gets from it."""
+"""What a sweep is asked to do: `SweepOptions`, validated, and the settings each trial gets.
+
+A pydantic model, so the Python API validates exactly like the CLI: a wrong
+type, an unknown name or an impossible combination fails at construction with
+an error naming the field (`pydantic.ValidationError`, a `ValueError`). Checks
+that need the outside world (data on disk, the tracking server, the cluster)
+are in `search.checks`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trainables.config import TRAIN_KEYS
-from trainables.regimes import REGIMES
+from trainables.data import DATASET_NAMES
+from trainables.models import MODEL_NAMES
+from trainables.regimes import REGIME_NAMES, REGIMES
 
 SEARCHERS = ("tpe", "random")
 SCHEDULERS = ("asha", "fifo")
@@ -19,8 +29,12 @@ def regime_keys(regime: str) -> frozenset[str]:
     return TRAIN_KEYS | frozenset(REGIMES[regime].Settings.__dataclass_fields__)
 
 
-@dataclass(frozen=True, kw_only=True)
-class SweepOptions:
+def _names(value: Any) -> Any:
+    """A single name is a list of one (`datasets="digits"`), never a list of letters."""
+    return (value,) if isinstance(value, str) else value
+
+
+class SweepOptions(BaseModel):
     """Everything a sweep needs; each default works on a 2-CPU machine.
 
     The budget is per (dataset, regime): every regime gets `num_trials` search
@@ -28,33 +42,95 @@ class SweepOptions:
     `confirm_seeds` fresh seeds for the verdict.
     """
 
-    datasets: tuple[str, ...] = ("digits", "mnist1d")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+    datasets: tuple[str, ...] = Field(("digits", "mnist1d"), min_length=1)
     model: str = "small_cnn"
-    regimes: tuple[str, ...] = ("conventional", "lerac")
-    num_trials: int = 10
-    epochs: int = 8
-    grace_period: int = 3
-    reduction_factor: int = 2
-    confirm_seeds: int = 5
-    top_k: int = 1
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int = 2
+    regimes: tuple[str, ...] = Field(("conventional", "lerac"), min_length=1)
+    num_trials: int = Field(10, ge=1, description="search trials per dataset and regime")
+    epochs: int = Field(8, ge=1)
+    grace_period: int = Field(3, ge=1)
+    reduction_factor: int = Field(2, ge=2)
+    confirm_seeds: int = Field(5, ge=2, description="a paired test across seeds needs at least 2")
+    top_k: int = Field(1, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_concurrent: int = Field(2, ge=1)
     address: str | None = None
     storage_path: str = "ray_results"
     tracking_uri: str = "sqlite:///mlflow.db"
-    experiment: str = "lerac-sweep"
-    seed: int = 0
-    time_budget_s: float | None = None
+    experiment: str = Field("lerac-sweep", min_length=1)
+    seed: int = Field(0, ge=0, lt=2**62)
+    time_budget_s: float | None = Field(None, gt=0)
     data_dir: str = "data"
-    max_failures: int = 2
+    max_failures: int = Field(2, ge=0)
     wait_for_gpus: bool = False
-    searcher: str = "tpe"
-    scheduler: str = "asha"
+    searcher: Literal["tpe", "random"] = "tpe"
+    scheduler: Literal["asha", "fifo"] = "asha"
     reuse_actors: bool = True
-    checkpoint_every: int = 0
-    fixed: dict[str, Any] = field(default_factory=dict)
+    checkpoint_every: int = Field(0, ge=0)
+    fixed: dict[str, Any] = Field(default_factory=dict)
 
+    _names = field_validator("datasets", "regimes", mode="before")(_names)
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, datasets: tuple[str, ...]) -> tuple[str, ...]:
+        for dataset in datasets:
+            if dataset not in DATASET_NAMES:
+                raise ValueError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASET_NAMES)}")
+        return datasets
+
+    @field_validator("regimes")
+    @classmethod
+    def _known_regimes(cls, regimes: tuple[str, ...]) -> tuple[str, ...]:
+        for regime in regimes:
+            if regime not in REGIME_NAMES:
+                raise ValueError(f"unknown regime {regime!r}; known regimes: {', '.join(REGIME_NAMES)}")
+        if len(set(regimes)) != len(regimes):
+            raise ValueError(f"a regime is named twice in {', '.join(regimes)}")
+        return regimes
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, model: str) -> str:
+        if model not in MODEL_NAMES:
+            raise ValueError(f"unknown model {model!r}; known models: {', '.join(MODEL_NAMES)}")
+        return model
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _supported_uri(cls, uri: str) -> str:
+        if not uri.startswith(("sqlite:///", "http://", "https://")):
+            raise ValueError(f"unsupported MLflow tracking URI {uri!r}: use sqlite:///FILE or http(s)://HOST:PORT")
+        return uri
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepOptions:
+        if self.grace_period > self.epochs:
+            raise ValueError(f"grace_period ({self.grace_period}) must be between 1 and epochs ({self.epochs})")
+        if self.top_k > self.num_trials:
+            raise ValueError(f"top_k ({self.top_k}) must not exceed the trials per regime ({self.num_trials})")
+        for key in self.fixed:
+            self._check_fixed(key)
+        return self
+
+    def _check_fixed(self, key: str) -> None:
+        """Every fixed key must reach at least one compared regime."""
+        regime, dot, name = key.rpartition(".")
+        if dot:
+            if regime not in self.regimes:
+                raise ValueError(f"--set {key}: regime {regime!r} is not compared in this sweep "
+                                 f"(regimes: {', '.join(self.regimes)})")
+            if name not in regime_keys(regime):
+                raise ValueError(f"--set {key}: unknown setting {name!r} for regime {regime!r}; known "
+                                 f"settings: {', '.join(sorted(regime_keys(regime)))}")
+        elif not any(key in regime_keys(regime) for regime in self.regimes):
+            own = sorted({name for regime in self.regimes for name in REGIMES[regime].Settings.__dataclass_fields__})
+            raise ValueError(f"--set {key}: unknown setting; known settings: shared "
+                             f"{', '.join(sorted(TRAIN_KEYS))}; per regime {', '.join(own) or 'none'}")
+
+    # -- what trials get ---------------------------------------------------------------
     def fixed_for(self, regime: str) -> dict[str, Any]:
         """The fixed settings that apply to `regime`.
 
@@ -95,3 +171,16 @@ class SweepOptions:
             "cpu_threads": max(1, int(self.cpus_per_trial)),
         }
         return {**settings, **self.fixed_for(regime)}
+
+
+def first_error(error: Exception) -> str:
+    """One line for a pydantic validation error: the field and what is wrong with it."""
+    errors = getattr(error, "errors", None)
+    if not callable(errors):
+        return str(error)
+    first = errors()[0]
+    field = ".".join(str(part) for part in first.get("loc", ()))
+    if first.get("type") == "extra_forbidden":
+        return f"unknown option {field!r}"
+    message = str(first.get("msg", error)).removeprefix("Value error, ")
+    return f"bad value for {field}: {message}" if field else message

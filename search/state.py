@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +16,7 @@ def save_state(storage_path: Path, sweep_id: str, options: SweepOptions) -> None
     """The sweep's options beside its Tune experiment, and a pointer to it as the latest."""
     path = storage_path / sweep_id / STATE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"sweep_id": sweep_id, "options": dataclasses.asdict(options)}, indent=2))
+    path.write_text(json.dumps({"sweep_id": sweep_id, "options": options.model_dump(mode="json")}, indent=2))
     (storage_path / LATEST_SWEEP).write_text(json.dumps({"sweep_id": sweep_id}))
 
 
@@ -28,6 +27,4 @@ def load_latest_state(storage_path: Path) -> tuple[str, SweepOptions]:
         raise SweepError(f"nothing to resume: no sweep was started under {storage_path}")
     sweep_id = json.loads(latest.read_text())["sweep_id"]
     stored = json.loads((storage_path / sweep_id / STATE_FILE).read_text())["options"]
-    return sweep_id, SweepOptions(**{
-        **stored, "datasets": tuple(stored["datasets"]), "regimes": tuple(stored["regimes"]),
-    })
+    return sweep_id, SweepOptions(**stored)
