@@ -60,7 +60,7 @@ def dataset_block(outcome: DatasetOutcome) -> list[str]:
              schema.NO_RESULT: "NO VERDICT (no regime completed a confirmation run)"}[verdict.outcome]
     lines = [f"{outcome.dataset}: {title}",
              f"  {'regime':<14}{'search trials':<38}{'confirmed test acc [95% CI]':<32}"
-             f"{'gap to leader [95% CI]':<28}Holm p"]
+             f"{'leader ahead by [95% CI]':<28}Holm p"]
     comparisons = {c.regime: c for c in verdict.comparisons}
     for regime, search in outcome.searches.items():
         states = ", ".join(f"{n} {state}" for state, n in sorted(search.end_states.items()))

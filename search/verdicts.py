@@ -189,7 +189,7 @@ def description(outcome: DatasetOutcome, *, leading_link: str | None) -> str:
              schema.NO_RESULT: "**Verdict: none** (no regime completed a confirmation run)"}[verdict.outcome]
     lines = [title, "", verdict.headline(), "",
              "| regime | search trials (end states) | confirmed test acc % [95% CI] "
-             "| gap to leader, points [95% CI] | Holm p |",
+             "| leader ahead by, points [95% CI] | Holm p |",
              "|---|---|---|---|---|"]
     comparisons = {c.regime: c for c in verdict.comparisons}
     for regime, search in outcome.searches.items():
