@@ -17,9 +17,10 @@ lerac, 2 slots) per seed of its sampler:
       random search; its budget is given per seed and as the median over many
       orders, the denominator of the ratios.
 Training seed and data split are fixed for every trial (only the sampler's seed
-varies), so a configuration scores the same in every search. TPE draws its
-first 10 trials (Optuna's n_startup_trials) with a RandomSampler of the same
-seed, so (a) and (b) sample the same first 10 trials and differ only after.
+varies), so a configuration scores the same in every search. Each regime has
+its own study and half the trials; TPE draws a third of them at random first
+(n_startup_trials), so (a) and (b) share those and differ only after. The
+confirmation runs the sweep adds after its search are not counted.
 
 Run from the repository root: python benchmarks/search_efficiency.py [--help]
 """
@@ -44,6 +45,7 @@ from search.sweep import SweepOptions, run_sweep
 NAME = "search_efficiency"
 SLOTS = 2
 REFERENCE_SEED = 1000  # sampler seed of the reference search, apart from the methods' seeds
+REGIMES = ("conventional", "lerac")
 METHODS = {"tpe+asha": ("tpe", "asha"), "random+asha": ("random", "asha")}
 PLAIN = "random (fifo)"
 FIXED = {"seed": 0, "data_seed": 0}  # same split and initialisation for every trial of every search
@@ -144,8 +146,9 @@ def sweep(args: argparse.Namespace, folder: Path, *, searcher: str, scheduler: s
     options = SweepOptions(
         datasets=tuple(args.datasets),
         model=args.model,
-        regimes=("conventional", "lerac"),
-        num_trials=trials,
+        regimes=REGIMES,
+        num_trials=max(1, trials // len(REGIMES)),  # the sweep's budget is per regime
+        confirm_seeds=2,  # the confirmation runs are not counted here
         epochs=args.epochs,
         grace_period=args.grace_period,
         reduction_factor=args.reduction_factor,

@@ -1,283 +1,189 @@
-"""Share of a sweep's worker time spent training, and what each trial costs on top.
+"""How much of the default sweep's wall time the machine spends on training.
 
-A sweep pays for more than training: Tune starts (or resets) an actor per trial,
-builds its data and model, checkpoints, and the driver logs every epoch to
-MLflow. With short trials that overhead can dominate, so this runs real sweeps
-(`search.sweep.run_sweep`) of identical trials (conventional small_cnn on
-digits, every setting fixed, FIFO so each trial runs all its epochs, 2 slots of
-1 CPU) whose trials last about 5 s and about 0.5 s (epochs per trial set from an
-epoch timed at the start: a shared machine's speed drifts), each with and
-without actor reuse, and the 5 s case with and without per-epoch checkpoints.
-Ray is started once beforehand, so its start-up is never counted.
+The user pays for the whole command, `python search/lerac_sweep.py`: imports,
+Ray's start-up, the MLflow store, every trial, the confirmation runs, the
+verdict and the shutdown. So this runs exactly that command (the README's
+default sweep, into a temporary storage path and sqlite store) and compares
+its wall time with the training it did, where the training is measured
+ALONE: afterwards every trial's config is retrained in this process, one
+thread, nothing else running, for the epochs it ran in the sweep (building
+data and model, training, validation each epoch, test where the sweep
+measured it). Measured under contention inside the sweep a trial looks longer
+than it is, which would flatter the sweep.
 
-    efficiency = sum of the trials' training seconds / (wall seconds x slots)
-    overhead per trial = (wall seconds x slots - training seconds) / trials
+    whole-command efficiency = training seconds alone / (command wall x slots)
 
-A trial's training seconds are its last `train_seconds` (epochs including their
-validation and test evaluation). Two walls are reported: `call`, the whole
-`run_sweep` call (Tuner set-up, first actors' start-up, MLflow parent run and
-winner marking included), and `trials`, from the first trial's start to the
-last trial's end as its MLflow child run records them.
+Beside it, the figure the old version of this benchmark reported: the trials'
+own `train_seconds` (measured inside the sweep, under contention) over the
+span from the first trial's start to the last trial's end. Rounds alternate
+the sweep and its alone re-measurement, so both see the same machine; the
+spread over rounds is printed.
 
-Run from the repository root: python benchmarks/sweep_efficiency.py [--help]
+Run from the repository root: python benchmarks/sweep_efficiency.py [--rounds N]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import common
-from sweep_runs import output_to, start_ray, trial_runs
+from mlflow.tracking import MlflowClient
 
-from search.sweep import SweepOptions, run_sweep
+from search import schema
 from trainables.config import RunConfig
 from trainables.training import Trainer
 
 NAME = "sweep_efficiency"
-EFFICIENCY_BOUND = 0.85
-# Everything fixed: all trials are the same run, so only the sweep's overhead differs.
-FIXED = {"lr": 0.05, "weight_decay": 1e-4}
+TARGET = 0.75
+SLOTS = 2  # the default sweep: 2 trials at once, 1 CPU each
+SWEEP = common.ROOT / "search" / "lerac_sweep.py"
 
 
-# -- this benchmark -----------------------------------------------------------------
-@dataclass(frozen=True)
-class Case:
-    """One sweep configuration."""
-
-    length: str  # "long" or "short"
-    epochs: int
-    trials: int
-    reuse_actors: bool
-    checkpoint_every: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.length}-reuse{int(self.reuse_actors)}-ckpt{self.checkpoint_every}"
+def run_command(folder: Path, extra: list[str]) -> tuple[float, str]:
+    """The default sweep as a user runs it; returns its wall seconds and tracking URI."""
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    command = [sys.executable, str(SWEEP), "--storage-path", str(folder / "ray_results"),
+               "--tracking-uri", uri, *extra]
+    started = time.perf_counter()
+    with (folder / "sweep.log").open("w") as log:
+        subprocess.run(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return time.perf_counter() - started, uri
 
 
-def measure(case: Case, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    """Run one sweep and derive both walls, efficiency and overhead from its records."""
-    tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
-    options = SweepOptions(
-        datasets=(args.dataset,),
-        model=args.model,
-        regimes=("conventional",),
-        num_trials=case.trials,
-        epochs=case.epochs,
-        grace_period=1,
-        scheduler="fifo",
-        searcher="random",
-        reuse_actors=case.reuse_actors,
-        checkpoint_every=case.checkpoint_every,
-        max_concurrent=args.slots,
-        cpus_per_trial=1.0,
-        storage_path=str(folder / "ray_results"),
-        tracking_uri=tracking_uri,
-        fixed={**FIXED, "batch_size": args.batch_size},
-    )
-    started = time.time()
-    with output_to(folder / "tune.log"):
-        (outcome,) = run_sweep(options)
-    ended = time.time()
-    runs = trial_runs(tracking_uri, outcome.parent_run_id)
-    train = sum(run.train_seconds for run in runs)
-    first_start, last_end = min(run.start for run in runs), max(run.end for run in runs)
-    walls = {"call": ended - started, "trials": last_end - first_start}
-    result: dict[str, Any] = {
-        "case": case.key,
-        "trials": len(runs),
-        "end_states": outcome.end_states,
-        "train_s": train,
-        "train_s_per_trial": train / len(runs),
-        "startup_s": first_start - started,
-        "in_trial_overhead_ms": 1000 * sum(r.end - r.start - r.train_seconds for r in runs) / len(runs),
-        "tail_s": ended - last_end,
+def sweep_trials(uri: str) -> list[dict[str, Any]]:
+    """Every trial of the sweep: its config, epochs run, in-sweep training seconds and span."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("lerac-sweep")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.{schema.ROLE} = '{schema.TRIAL}'",
+                              max_results=10_000)
+    trials = []
+    for run in runs:
+        epochs = max((m.step for m in client.get_metric_history(run.info.run_id, schema.VAL_ACC)), default=0)
+        test_epochs = [m.step for m in client.get_metric_history(run.info.run_id, schema.TEST_ACC)]
+        trials.append({
+            "config": RunConfig.from_params(run.data.params).to_dict(),
+            "stage": run.data.tags[schema.STAGE],
+            "epochs_run": epochs,
+            "test_epochs": test_epochs,
+            "sweep_train_s": run.data.metrics.get("train_seconds", 0.0),
+            "start": run.info.start_time / 1000,
+            "end": run.info.end_time / 1000,
+        })
+    return trials
+
+
+def alone_seconds(trial: dict[str, Any]) -> float:
+    """Retrain one trial's config alone for the epochs it ran (data, model, epochs, evaluation)."""
+    started = time.perf_counter()
+    trainer = Trainer(RunConfig.from_dict({**trial["config"], "device": "cpu"}))
+    for _ in range(trial["epochs_run"]):
+        trainer.train_epoch()
+    return time.perf_counter() - started
+
+
+def measure_round(extra: list[str]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix=f"{NAME}-") as tmp:
+        folder = Path(tmp)
+        began = time.time()
+        wall, uri = run_command(folder, extra)
+        trials = sweep_trials(uri)
+    alone = [alone_seconds(trial) for trial in trials]
+    first, last = min(t["start"] for t in trials), max(t["end"] for t in trials)
+    sweep_train = sum(t["sweep_train_s"] for t in trials)
+    return {
+        "trials": len(trials),
+        "confirmation_runs": sum(t["stage"] == schema.CONFIRM for t in trials),
+        "trial_epochs": sum(t["epochs_run"] for t in trials),
+        "wall_s": wall,
+        "startup_s": first - began,
+        "tail_s": began + wall - last,
+        "trials_span_s": last - first,
+        "train_alone_s": sum(alone),
+        "train_in_sweep_s": sweep_train,
+        "efficiency_command": sum(alone) / (wall * SLOTS),
+        "efficiency_old": sweep_train / ((last - first) * SLOTS),
+        "efficiency_in_sweep_time_command": sweep_train / (wall * SLOTS),
     }
-    for wall, seconds in walls.items():
-        result[f"wall_s_{wall}"] = seconds
-        result[f"efficiency_{wall}"] = train / (seconds * args.slots)
-        result[f"overhead_ms_per_trial_{wall}"] = 1000 * (seconds * args.slots - train) / len(runs)
-    return result
 
 
-def median_by_case(rounds: list[list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Each case's numbers, the median over rounds (rounds pair up machine noise)."""
-    merged: dict[str, dict[str, Any]] = {}
-    for key in (r["case"] for r in rounds[0]):
-        samples = [r for one_round in rounds for r in one_round if r["case"] == key]
-        merged[key] = {
-            name: statistics.median(s[name] for s in samples)
-            if isinstance(value, float) else value
-            for name, value in samples[0].items()
-        }
-    return merged
+def spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3g}"
+    return f"{statistics.median(values):.3g} (min {min(values):.3g}, max {max(values):.3g})"
 
 
-HEADERS = ["case", "reuse", "ckpt", "trials x epochs", "train s/trial",
-           "wall s (call)", "wall s (trials)", "eff (call)", "eff (trials)",
-           "overhead ms/trial (call)", "overhead ms/trial (trials)"]
-WHERE_HEADERS = ["case", "reuse", "ckpt", "start-up s", "in-trial ms/trial", "between-trial ms/trial",
-                 "tail s"]
+ROWS = [
+    ("whole-command efficiency (training alone / (wall x 2 slots))", "efficiency_command", True),
+    ("old figure: in-sweep train s / (first start..last end x 2)", "efficiency_old", True),
+    ("in-sweep train s / (wall x 2)", "efficiency_in_sweep_time_command", True),
+    ("command wall s", "wall_s", False),
+    ("start-up s (command start to first trial)", "startup_s", False),
+    ("tail s (last trial end to command exit)", "tail_s", False),
+    ("training alone s (slot-seconds)", "train_alone_s", False),
+    ("training in the sweep s (slot-seconds)", "train_in_sweep_s", False),
+    ("trials (of which confirmation runs)", "trials", False),
+    ("trial-epochs", "trial_epochs", False),
+]
 
 
-def table_rows(cases: list[Case], merged: dict[str, dict[str, Any]]) -> list[list[str]]:
+def table(rounds: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
-    for case in cases:
-        r = merged[case.key]
-        rows.append([
-            f"{case.length} trials", "yes" if case.reuse_actors else "no", str(case.checkpoint_every),
-            f"{r['trials']} x {case.epochs}", f"{r['train_s_per_trial']:.2f}",
-            f"{r['wall_s_call']:.1f}", f"{r['wall_s_trials']:.1f}",
-            f"{100 * r['efficiency_call']:.1f}%", f"{100 * r['efficiency_trials']:.1f}%",
-            f"{r['overhead_ms_per_trial_call']:.0f}", f"{r['overhead_ms_per_trial_trials']:.0f}",
-        ])
+    for label, key, percent in ROWS:
+        values = [r[key] for r in rounds]
+        if key == "trials":
+            text = f"{rounds[0]['trials']} ({rounds[0]['confirmation_runs']})"
+        elif percent:
+            text = spread([100 * v for v in values]) + " %"
+        else:
+            text = spread(values)
+        rows.append([label, text])
     return rows
-
-
-def where_rows(cases: list[Case], merged: dict[str, dict[str, Any]]) -> list[list[str]]:
-    """Where the trial-wall overhead goes: inside trial runs, or between them."""
-    rows = []
-    for case in cases:
-        r = merged[case.key]
-        between = r["overhead_ms_per_trial_trials"] - r["in_trial_overhead_ms"]
-        rows.append([
-            f"{case.length} trials", "yes" if case.reuse_actors else "no", str(case.checkpoint_every),
-            f"{r['startup_s']:.1f}", f"{r['in_trial_overhead_ms']:.0f}", f"{between:.0f}",
-            f"{r['tail_s']:.1f}",
-        ])
-    return rows
-
-
-def import_sweep_modules() -> None:
-    """Import what run_sweep imports on its first call (~3 s), so the first case is not charged."""
-    for name in ("optuna", "mlflow", "ray.tune.search.optuna", "ray.tune.schedulers",
-                 "search.recording", "search.progress", "search.spaces", "trainables.trainable"):
-        importlib.import_module(name)
-
-
-def epoch_seconds(args: argparse.Namespace) -> float:
-    """Median time of one trial epoch, measured here and now (a shared machine's speed drifts).
-
-    One trainer in this process, 1 thread like a 1-CPU trial; 1 warm-up epoch, median of 3.
-    """
-    trainer = Trainer(RunConfig.from_dict({
-        "regime": "conventional", "dataset": args.dataset, "model": args.model, "epochs": 4,
-        "batch_size": args.batch_size, "cpu_threads": 1, **FIXED,
-    }))
-    times = [trainer.train_epoch().epoch_seconds for _ in range(4)]
-    return statistics.median(times[1:])
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--model", default="small_cnn")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--long-seconds", type=float, default=5.0, help="target length of a long trial")
-    parser.add_argument("--short-seconds", type=float, default=0.5, help="target length of a short trial")
-    parser.add_argument("--long-epochs", type=int,
-                        help="epochs of a long trial (default: --long-seconds / measured epoch time)")
-    parser.add_argument("--short-epochs", type=int,
-                        help="epochs of a short trial (default: --short-seconds / measured epoch time)")
-    parser.add_argument("--long-trials", type=int, default=8)
-    parser.add_argument("--short-trials", type=int, default=16)
-    parser.add_argument("--slots", type=int, default=2, help="Ray CPUs = max concurrent trials (1 CPU each)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat every case this many times, order rotating; medians are reported")
-    parser.add_argument("--skip-checkpoint-case", action="store_true",
-                        help="leave out the long-trial sweep without per-epoch checkpoints")
-    return parser.parse_args()
 
 
 def main() -> None:
-    args = parse_args()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2, help="sweeps to run (each then re-measured alone)")
+    parser.add_argument("--sweep-args", nargs=argparse.REMAINDER, default=[],
+                        help="extra arguments for lerac_sweep.py (default: none, the README's run)")
+    args = parser.parse_args()
     began = time.perf_counter()
-    args.measured_epoch_s = epoch_seconds(args)
-    for length in ("long", "short"):
-        if getattr(args, f"{length}_epochs") is None:
-            target = getattr(args, f"{length}_seconds")
-            setattr(args, f"{length}_epochs", max(1, round(target / args.measured_epoch_s)))
-    print(f"one epoch takes {args.measured_epoch_s:.3f} s here now: {args.long_epochs} epochs per long "
-          f"trial, {args.short_epochs} per short trial", flush=True)
-    cases = [
-        Case("long", args.long_epochs, args.long_trials, reuse_actors=True, checkpoint_every=1),
-        Case("long", args.long_epochs, args.long_trials, reuse_actors=False, checkpoint_every=1),
-        Case("short", args.short_epochs, args.short_trials, reuse_actors=True, checkpoint_every=1),
-        Case("short", args.short_epochs, args.short_trials, reuse_actors=False, checkpoint_every=1),
-    ]
-    if not args.skip_checkpoint_case:
-        cases.insert(1, Case("long", args.long_epochs, args.long_trials, reuse_actors=True, checkpoint_every=0))
-
-    with tempfile.TemporaryDirectory(prefix="sweep_efficiency-") as tmp:
-        folder = Path(tmp)
-        with output_to(folder / "tune.log"):
-            start_ray(args.slots)
-            import_sweep_modules()
-        rounds = []
-        for index in range(args.rounds):
-            shift = index % len(cases)
-            results = []
-            for case in cases[shift:] + cases[:shift]:
-                print(f"round {index + 1}/{args.rounds}: {case.key} ({case.trials} trials x "
-                      f"{case.epochs} epochs) ...", flush=True)
-                results.append(measure(case, args, folder))
-                print(f"  call {results[-1]['wall_s_call']:.1f} s, trials "
-                      f"{results[-1]['wall_s_trials']:.1f} s", flush=True)
-            rounds.append(results)
-
-    merged = median_by_case(rounds)
+    rounds = []
+    for index in range(args.rounds):
+        print(f"round {index + 1}/{args.rounds}: the default sweep, then its trials alone ...", flush=True)
+        rounds.append(measure_round(args.sweep_args))
+        print(f"  wall {rounds[-1]['wall_s']:.1f} s, whole-command efficiency "
+              f"{100 * rounds[-1]['efficiency_command']:.1f}%", flush=True)
     info = common.machine_info("cpu")
+    headers = ["figure", f"median over {args.rounds} round(s)"]
+    rows = table(rounds)
+    target = common.Target("whole-command efficiency of the default sweep",
+                           statistics.median(r["efficiency_command"] for r in rounds), TARGET, at_most=False)
     print()
-    print(common.text_table(HEADERS, table_rows(cases, merged)))
-    print()
-    print(common.text_table(WHERE_HEADERS, where_rows(cases, merged)))
-    default = merged[cases[0].key]  # long trials with the product's defaults: reuse, checkpoint every epoch
-    targets = [
-        common.Target(f"efficiency, {default['train_s_per_trial']:.1f} s trials, reuse + checkpoints, "
-                      f"wall = {wall}",
-                      default[f"efficiency_{wall}"], EFFICIENCY_BOUND, at_most=False)
-        for wall in ("trials", "call")
-    ]
-    print(f"\n{common.machine_line(info)}")
-    for target in targets:
-        print(target.line())
+    print(common.text_table(headers, rows))
+    print(f"\n{common.machine_line(info)}\n{target.line()}")
     seconds = time.perf_counter() - began
     print(f"took {seconds:.0f} s")
-
-    common.write_json(NAME, {
-        "script": NAME,
-        "machine": info,
-        "settings": vars(args),
-        "fixed": {**FIXED, "batch_size": args.batch_size},
-        "cases": merged,
-        "rounds": rounds,
-        "targets": [t.as_dict() for t in targets],
-        "seconds": seconds,
-    })
+    common.write_json(NAME, {"script": NAME, "machine": info, "rounds": rounds, "target": target.as_dict(),
+                             "sweep_args": args.sweep_args, "seconds": seconds})
     common.update_results_md(NAME, "\n".join([
         f"## Sweep efficiency (`benchmarks/{NAME}.py`)\n",
         f"Machine: {common.machine_line(info)}.\n",
-        f"Real sweeps of identical trials ({args.model} on {args.dataset}, conventional, batch "
-        f"{args.batch_size}, every setting fixed; one epoch measured {args.measured_epoch_s:.3f} s "
-        f"alone at the start), FIFO, {args.slots} slots of 1 CPU, Ray started "
-        f"beforehand; median of {args.rounds} round(s). Efficiency = training seconds / (wall x "
-        "slots); overhead = (wall x slots - training seconds) / trials. Wall `call`: the whole "
-        "`run_sweep` call; wall `trials`: first trial start to last trial end (MLflow child runs).\n",
-        common.markdown_table(HEADERS, table_rows(cases, merged)) + "\n",
-        "Where the overhead goes: start-up = call start to first trial start (Tuner, first actors); "
-        "in-trial = a trial run's span minus its training seconds (result round-trips, checkpoints, "
-        "logging); between-trial = the rest of the trials-wall overhead (actor start or reset, "
-        "scheduling); tail = last trial end to call end (winner marking).\n",
-        common.markdown_table(WHERE_HEADERS, where_rows(cases, merged)) + "\n",
-        "\n".join(f"- {t.line()}" for t in targets) + "\n",
-        f"Rerun: `python benchmarks/{NAME}.py` ({seconds:.0f} s here).",
+        "The whole default command, `python search/lerac_sweep.py`"
+        + (f" `{' '.join(args.sweep_args)}`" if args.sweep_args else "")
+        + " (imports, Ray start-up, MLflow store, search, confirmation runs, verdict, shutdown), "
+        "against the training it did measured alone afterwards (every trial's config retrained "
+        "in one process, one thread, for the epochs it ran). The old figure counted in-sweep "
+        "training time under contention over the first-start-to-last-end span.\n",
+        common.markdown_table(headers, rows) + "\n",
+        f"- {target.line()}\n",
+        f"Rerun: `python benchmarks/{NAME}.py --rounds {args.rounds}` ({seconds:.0f} s here).",
     ]))
 
 

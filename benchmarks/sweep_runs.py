@@ -52,14 +52,17 @@ class TrialRun:
 
 
 def trial_runs(tracking_uri: str, parent_run_id: str) -> list[TrialRun]:
-    """The child runs of one dataset's sweep, in start order."""
+    """The search trials of one dataset's sweep (not its confirmation runs), in start order."""
     from mlflow.tracking import MlflowClient
+
+    from search import schema
 
     client = MlflowClient(tracking_uri)
     experiment = client.get_run(parent_run_id).info.experiment_id
     runs = client.search_runs(
         [experiment],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.role = 'trial'",
+        filter_string=schema.child_filter(parent_run_id, **{schema.ROLE: schema.TRIAL,
+                                                            schema.STAGE: schema.SEARCH}),
         max_results=10_000,
     )
     return sorted(
@@ -69,7 +72,7 @@ def trial_runs(tracking_uri: str, parent_run_id: str) -> list[TrialRun]:
                 start=run.info.start_time / 1000,
                 end=run.info.end_time / 1000,
                 train_seconds=run.data.metrics.get("train_seconds", 0.0),
-                end_state=run.data.tags.get("end_state", "unfinished"),
+                end_state=run.data.tags.get(schema.END_STATE, schema.UNFINISHED),
             )
             for run in runs
         ),
