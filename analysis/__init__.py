@@ -1,5 +1,6 @@
-"""Analysis of a sweep's MLflow records: leaderboard, export, confirmation, plots, report.
+"""Analysis of a sweep's MLflow records: leaderboard, verdicts, export, confirmation, plots, report.
 
-Reads only what `search/` records (docs/contracts.md) and retrains through
-`trainables`; `python -m analysis --help` lists the commands.
+Reads only what `search/` records, by the names `search/schema.py` defines
+(docs/contracts.md in words), and retrains through `trainables`; imports no
+Ray. `python -m analysis --help` lists the commands.
 """

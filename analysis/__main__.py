@@ -37,14 +37,22 @@ def _out(args: argparse.Namespace, sweep: Sweep, root: str) -> Path:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from analysis.leaderboard import format_table, leaderboard
+    from analysis.winners import dataset_verdict
 
     sweep = _sweep(args)
     board = leaderboard(sweep)
     path = _out(args, sweep, "reports") / "leaderboard.csv"
     board.to_csv(path, index=False)
-    print(f"sweep {sweep.sweep_id} ({sweep.experiment}): accuracies % over completed trials, "
-          f"shares % of finished trials, * = winner")
+    print(f"sweep {sweep.sweep_id} ({sweep.experiment})")
+    print("search: each regime's own trials; best = best final validation accuracy (test only reported)")
+    print("confirmation: each regime's best config retrained on fresh seeds; gap = leader - this regime")
     print(format_table(board))
+    print()
+    for dataset in sweep.datasets:
+        verdict = dataset_verdict(sweep, dataset)
+        print(f"{dataset}: {verdict.title()}")
+        if verdict.headline():
+            print(f"  {verdict.headline()}")
     print(f"written: {path}")
     return 0
 
@@ -53,28 +61,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     from analysis.export import export_all
 
     sweep = _sweep(args)
-    for path in export_all(sweep, _out(args, sweep, "exports")):
-        print(f"written: {path}")
+    for exported in export_all(sweep, _out(args, sweep, "exports")):
+        print(exported.summary())
+        for path in exported.paths:
+            print(f"  written: {path}")
     print("replay with: python -m trainables.train --config FILE")
     return 0
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    from analysis.confirm import confirm, describe, fresh_seeds, log_confirmation
+    from analysis.confirm import choose_arms, confirm, describe, fresh_seeds, log_confirmation
 
     if args.seeds < 2:
         raise AnalysisError("--seeds must be at least 2: a paired test across seeds needs two")
+    if args.first_seed is not None and args.first_seed < 0:
+        raise AnalysisError("--first-seed must be >= 0")
     sweep = _sweep(args)
     datasets = args.dataset or sweep.datasets
     unknown = sorted(set(datasets) - set(sweep.datasets))
     if unknown:
         raise AnalysisError(f"sweep {sweep.sweep_id!r} has no dataset {unknown[0]!r}")
+    # Every dataset's configs are chosen before anything trains: a bad request fails at once.
+    arms = {dataset: choose_arms(sweep, dataset, args.baseline) for dataset in datasets}
     for dataset in datasets:
         seeds = (list(range(args.first_seed, args.first_seed + args.seeds)) if args.first_seed is not None
                  else fresh_seeds(sweep, dataset, args.seeds))
-        print(f"{dataset}: training winner and baseline on seeds {seeds}", flush=True)
-        result = confirm(sweep, dataset, seeds, args.baseline,
-                         on_pair=lambda pair: print(f"  seed {pair.seed} done", flush=True))
+        print(f"{dataset}: retraining on seeds {seeds} (baseline: {args.baseline})", flush=True)
+        result = confirm(arms[dataset], dataset=dataset, seeds=seeds, mode=args.baseline,
+                         on_run=lambda label, run: print(f"  {label} seed {run.seed}: test "
+                                                         f"{100 * run.test_acc:.2f}%", flush=True))
         log_confirmation(sweep, result)
         print(describe(result))
     return 0
@@ -123,24 +138,30 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=text, description=text)
+        # argparse %-formats help (not descriptions): a literal % must be doubled there only.
+        sub = commands.add_parser(name, help=text.replace("%", "%%"), description=text)
         sub.set_defaults(handler=handler)
         if name != "rates":
             _common(sub)
         return sub
 
     add("leaderboard", cmd_leaderboard,
-        "per dataset and regime: best and mean accuracies, trial counts, how trials ended (table and CSV)")
-    add("export", cmd_export, "each dataset's winner as a replayable YAML config (and JSON)")
+        "per dataset and regime: the search (trials, end states, trial-epochs, best and mean validation, "
+        "test of the best) and the confirmation on fresh seeds (mean test with 95% CI, gap to the leader, "
+        "Holm p), the verdict marked (table and CSV)")
+    add("export", cmd_export, "each dataset's leading config (best_config.yaml) and every regime's "
+        "confirmed config, replayable, with the verdict")
     confirm = add("confirm", cmd_confirm,
-                  "retrain winner and baseline over fresh seeds; McNemar, paired t-test, Wilcoxon, effect size")
+                  "retrain configs on fresh seeds by hand and decide as the sweep does: 95% CIs, paired "
+                  "t-tests with Holm's correction, McNemar per seed pair")
     confirm.add_argument("--seeds", type=int, default=3, help="number of seeds (default: 3)")
     confirm.add_argument("--first-seed", type=int,
-                         help="first seed (default: one above every seed the sweep's trials used)")
-    confirm.add_argument("--baseline", choices=("tuned", "ablation"), default="tuned",
-                         help="tuned: the best conventional trial (default; the winner's settings with regime "
-                              "conventional if none completed); ablation: always the winner's settings with "
-                              "regime conventional")
+                         help="first seed (default: one above every seed the sweep's runs used)")
+    confirm.add_argument("--baseline", choices=("all", "tuned", "ablation"), default="all",
+                         help="all: every regime's confirmed config (default); tuned: the leader against "
+                              "conventional training's confirmed config; ablation: the leader against its "
+                              "own settings without the curriculum (for LeRaC: conventional with a warm-up "
+                              "of length k, the same decay from k)")
     confirm.add_argument("--dataset", action="append", help="confirm only this dataset (repeatable)")
     add("plots", cmd_plots, "PNG pictures per dataset, attached to its parent run")
     add("report", cmd_report, "one self-contained HTML page of the sweep, attached to every parent run")

@@ -1,12 +1,22 @@
-"""Is the winner really better? Retrain it and a baseline over fresh seeds and test the gap.
+"""Confirm a dataset's verdict again by hand: retrain configs on fresh seeds and decide.
 
-One seed is noise, and the sweep picked its winner on the very seed it ran, so
-the confirmation trains both arms on seeds the sweep did not use. Each seed
-pair gets McNemar's exact test on the per-example test predictions; the seeds
-together get a paired t-test and Wilcoxon's test on test accuracy. The gap
-counts as significant at a level only when all of these agree: the winner
-ahead on average, the paired t-test below the level, and McNemar below the
-level in favour of the winner for a majority of the seed pairs.
+The sweep itself retrains every regime's best config on fresh seeds and
+records the verdict. This command repeats that on seeds nobody has used (more
+seeds, a second opinion), or puts the leading config against one baseline:
+
+- `all` (default): every regime's confirmed config, decided as the sweep decides;
+- `tuned`: the leader against conventional training's confirmed config (the
+  same search tuned it); when conventional leads, against LeRaC's (else the
+  next best regime's);
+- `ablation`: the leader against itself without its curriculum. For LeRaC that
+  is conventional training with a linear warm-up as long as its curriculum
+  (warmup_epochs = k) and the same decay from k on, so the two differ only in
+  the per-layer rise (REGIMES.md: warm-up is the competitor reviewers named);
+  for other regimes, the same shared settings with regime conventional.
+
+The statistics are `analysis.verdict.decide`'s: each arm's mean test accuracy
+with a 95% t-interval, paired gaps to the leader with intervals, paired
+t-tests corrected with Holm's method, and McNemar's exact test per seed pair.
 """
 
 from __future__ import annotations
@@ -14,215 +24,184 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from mlflow.entities import Metric, RunTag
-
 from analysis.errors import AnalysisError
-from analysis.records import Sweep, log_files
-from analysis.stats import McNemar, Paired, mcnemar_exact, paired_tests
-from analysis.winners import Pick, best_trial, winner
+from analysis.records import PARAM, Sweep, log_files
+from analysis.verdict import SeedResult, Verdict, decide
+from analysis.winners import PENDING, Pick, confirmed_configs, dataset_verdict
+from search import schema
 from trainables.config import RunConfig
-from trainables.regimes import regime_class
+from trainables.regimes import Conventional, Lerac, regime_class
 from trainables.training import Trainer
 
-ALPHAS = (0.05, 0.001)
-BASELINES = ("tuned", "ablation")
-CONFIRM_FILE = "confirm.json"
-CONVENTIONAL = "conventional"
+BASELINES = ("all", "tuned", "ablation")
+ABLATION = "ablation"
 
 
-@dataclass(frozen=True)
+def confirm_file(mode: str) -> str:
+    """The file a confirmation is attached as, under the parent run's analysis/ folder."""
+    return f"confirm-{mode}.json"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Arm:
-    """One side of the comparison: a name for people, the run it came from, its config."""
+    """One config under test: a label for the verdict, where it came from, the config."""
 
     label: str
-    run_id: str | None
+    source: str
     config: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class SeedPair:
-    seed: int
-    winner_acc: float
-    baseline_acc: float
-    mcnemar: McNemar
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Confirmation:
     dataset: str
-    winner: Arm
-    baseline: Arm
-    baseline_reason: str
-    pairs: list[SeedPair]
-    paired: Paired
-
-    def significant(self, alpha: float) -> bool:
-        """Winner ahead on average, paired t-test < alpha, McNemar < alpha for most pairs in its favour."""
-        favouring = sum(
-            pair.mcnemar.pvalue < alpha and pair.mcnemar.only_a > pair.mcnemar.only_b for pair in self.pairs
-        )
-        return (
-            self.paired.mean_difference > 0
-            and self.paired.ttest_pvalue < alpha
-            and favouring > len(self.pairs) / 2
-        )
-
-    def verdict(self) -> str:
-        """One plain sentence: better or not, at which level, by how much."""
-        gap = self.paired.mean_difference
-        levels = [alpha for alpha in ALPHAS if self.significant(alpha)]
-        size = f"{gap:+.2f} points on average over {self.paired.seeds} seeds (Cohen's d {self.paired.cohens_d:.2f})"
-        if not levels:
-            ahead = "" if gap > 0 else " (the baseline is ahead)"
-            return (f"the winner is NOT significantly better than the baseline at 0.05{ahead}: {size}, "
-                    f"paired t-test p = {self.paired.ttest_pvalue:.3g}")
-        strength = "at 0.05 and at 0.001" if len(levels) == 2 else "at 0.05 (not at 0.001)"
-        return f"the winner IS significantly better than the baseline {strength}: {size}"
+    mode: str
+    seeds: tuple[int, ...]
+    arms: tuple[Arm, ...]
+    verdict: Verdict
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            **asdict(self),
-            "significant": {str(alpha): self.significant(alpha) for alpha in ALPHAS},
-            "verdict": self.verdict(),
+            "dataset": self.dataset,
+            "mode": self.mode,
+            "seeds": list(self.seeds),
+            "arms": [{"label": arm.label, "source": arm.source, "config": arm.config} for arm in self.arms],
+            "verdict": self.verdict.to_dict(),
         }
 
 
 def ablation_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The same settings with the regime switched to conventional (its own keys dropped)."""
-    own = {field for field in regime_class(config["regime"]).Settings.__dataclass_fields__}
-    shared = {key: value for key, value in config.items() if key not in own}
-    return RunConfig.from_dict({**shared, "regime": CONVENTIONAL}).to_dict()
+    """The same run without its curriculum: only the regime's own mechanism is taken away.
+
+    LeRaC becomes conventional training with a linear warm-up of length k: both
+    then decay from step k with the same schedule, so from k on their rates are
+    equal and before k only the per-layer rise differs.
+    """
+    full = RunConfig.from_dict(config).to_dict()
+    regime = full["regime"]
+    if regime == Conventional.name:
+        raise AnalysisError("the leader is conventional training: it has no curriculum to ablate "
+                            "(use --baseline all or tuned)")
+    own = set(regime_class(regime).Settings.__dataclass_fields__)
+    shared = {key: value for key, value in full.items() if key not in own}
+    if regime == Lerac.name:
+        shared["warmup_epochs"] = full["curriculum_epochs"]
+    return RunConfig.from_dict({**shared, "regime": Conventional.name}).to_dict()
 
 
-def _trial_arm(role: str, pick: Pick) -> Arm:
-    return Arm(f"{role}: {pick.regime} (run {pick.run_id})", pick.run_id, pick.config)
+def _describe_pick(pick: Pick) -> str:
+    recorded = "the sweep's confirmed config" if pick.metadata is not None else "the best search trial"
+    return f"{recorded} of {pick.regime} (search run {pick.run_id})"
 
 
-def choose_baseline(sweep: Sweep, dataset: str, top: Pick, mode: str) -> tuple[Arm, str]:
-    """The arm the winner must beat, and why it was chosen."""
-    trials = sweep.trials_of(dataset)
-    if top.regime == CONVENTIONAL:
-        other = best_trial(trials, "lerac") or best_trial(trials[trials["regime"] != CONVENTIONAL])
-        if other is None:
-            raise AnalysisError(
-                f"the winner of {dataset!r} is conventional and no other regime completed a trial: "
-                "there is no curriculum to confirm it against"
-            )
-        return _trial_arm("baseline", other), (
-            f"the winner is conventional training itself, so it is compared against the best "
-            f"completed {other.regime} trial: a significant gap means the curriculum lost"
-        )
-    tuned = best_trial(trials, CONVENTIONAL) if mode == "tuned" else None
-    if tuned is not None:
-        return _trial_arm("baseline", tuned), (
-            "the best completed conventional trial: each regime is compared with the settings "
-            "the same search tuned for it"
-        )
-    reason = ("no conventional trial completed, so " if mode == "tuned" else "") + (
-        "the winner's own settings with regime conventional: only the curriculum differs"
-    )
-    return Arm(f"baseline: the winner's settings, regime conventional (from run {top.run_id})",
-               None, ablation_config(top.config)), reason
+def choose_arms(sweep: Sweep, dataset: str, mode: str) -> list[Arm]:
+    """The configs to retrain: every regime's, or the leader's and one baseline."""
+    if mode not in BASELINES:
+        raise AnalysisError(f"unknown baseline {mode!r}; choose one of {', '.join(BASELINES)}")
+    picks = confirmed_configs(sweep, dataset)
+    if not picks:
+        raise AnalysisError(f"dataset {dataset!r} of sweep {sweep.sweep_id!r} has no completed search trial")
+    if mode == "all":
+        return [Arm(label=regime, source=_describe_pick(pick), config=pick.config) for regime, pick in picks.items()]
+    verdict = dataset_verdict(sweep, dataset)
+    if verdict.status == PENDING or verdict.leader is None:
+        raise AnalysisError(f"dataset {dataset!r} has no recorded leader to compare with a baseline "
+                            "(use --baseline all)")
+    leader = picks[verdict.leader]
+    arms = [Arm(label=leader.regime, source=_describe_pick(leader), config=leader.config)]
+    baseline = _tuned_baseline(picks, verdict.leader, verdict.detail) if mode == "tuned" else None
+    if baseline is not None:
+        return [*arms, Arm(label=baseline.regime, source=_describe_pick(baseline), config=baseline.config)]
+    why = "" if mode == ABLATION else "no conventional config was searched, so: "
+    source = f"{why}the leader's settings without its curriculum (regime conventional"
+    source += ", warm-up as long as k)" if leader.regime == Lerac.name else ")"
+    return [*arms, Arm(label=ABLATION, source=source, config=ablation_config(leader.config))]
 
 
-def run_seed(config: dict[str, Any], seed: int) -> np.ndarray:
-    """Train `config` with `seed` for its full budget; per-example test correctness."""
+def _tuned_baseline(picks: dict[str, Pick], leader: str, detail: dict[str, Any]) -> Pick | None:
+    """Conventional's confirmed config; when conventional leads, LeRaC's or the next best."""
+    if leader != Conventional.name:
+        return picks.get(Conventional.name)
+    if Lerac.name in picks:
+        return picks[Lerac.name]
+    means = {arm["regime"]: arm["test"]["mean"] for arm in detail["arms"]}
+    others = [regime for regime in picks if regime != leader]
+    if not others:
+        raise AnalysisError("conventional training leads and no other regime has a config to compare with")
+    return picks[max(others, key=lambda regime: means.get(regime, -math.inf))]
+
+
+def run_seed(config: dict[str, Any], seed: int) -> SeedResult:
+    """Train `config` with `seed` for its whole budget (or until it diverges)."""
     trainer = Trainer(RunConfig.from_dict({**config, "seed": seed}))
     while not trainer.finished and not trainer.train_epoch().diverged:
         pass
-    return (trainer.predict(trainer.data.test) == trainer.data.test.y.cpu()).numpy()
+    test = trainer.data.test
+    correct = (trainer.predict(test) == test.y.cpu()).numpy()
+    return SeedResult(seed=seed, val_acc=trainer.evaluate(trainer.data.val), test_acc=float(correct.mean()),
+                      correct=correct)
 
 
 def fresh_seeds(sweep: Sweep, dataset: str, count: int) -> list[int]:
-    """`count` seeds above every seed the dataset's trials used."""
-    used = sweep.trials_of(dataset)["params.seed"].dropna().astype(int)
-    first = int(used.max()) + 1 if len(used) else 0
+    """`count` seeds above every seed the dataset's runs used (search and confirmation)."""
+    runs = sweep.runs[sweep.runs[schema.DATASET] == dataset]
+    used = runs[PARAM + "seed"].dropna().astype(int) if PARAM + "seed" in runs else []
+    first = int(max(used)) + 1 if len(used) else 0
     return list(range(first, first + count))
 
 
-def confirm(
-    sweep: Sweep,
-    dataset: str,
-    seeds: Sequence[int],
-    mode: str = "tuned",
-    on_pair: Callable[[SeedPair], None] | None = None,
-) -> Confirmation:
-    """Retrain winner and baseline on each seed and test the gap."""
-    top = winner(sweep, dataset)
-    baseline, reason = choose_baseline(sweep, dataset, top, mode)
-    pairs = []
+def confirm(arms: Sequence[Arm], *, dataset: str, seeds: Sequence[int], mode: str,
+            on_run: Callable[[str, SeedResult], None] | None = None) -> Confirmation:
+    """Retrain every arm on every seed (seed by seed, so arms finish together) and decide."""
+    results: dict[str, list[SeedResult]] = {arm.label: [] for arm in arms}
     for seed in seeds:
-        correct_winner, correct_baseline = run_seed(top.config, seed), run_seed(baseline.config, seed)
-        pair = SeedPair(
-            seed=seed,
-            winner_acc=float(correct_winner.mean()),
-            baseline_acc=float(correct_baseline.mean()),
-            mcnemar=mcnemar_exact(correct_winner, correct_baseline),
-        )
-        pairs.append(pair)
-        if on_pair is not None:
-            on_pair(pair)
-    paired = paired_tests(np.array([p.winner_acc for p in pairs]), np.array([p.baseline_acc for p in pairs]))
-    return Confirmation(dataset, _trial_arm("winner", top), baseline, reason, pairs, paired)
+        for arm in arms:
+            result = run_seed(arm.config, seed)
+            results[arm.label].append(result)
+            if on_run is not None:
+                on_run(arm.label, result)
+    return Confirmation(dataset=dataset, mode=mode, seeds=tuple(seeds), arms=tuple(arms),
+                        verdict=decide(dataset, results))
+
+
+def _interval(low: float, high: float) -> str:
+    return f"[{low:.2f}, {high:.2f}]" if math.isfinite(low) and math.isfinite(high) else "[n/a]"
 
 
 def describe(result: Confirmation) -> str:
-    """The confirmation as text: arms, per-seed results, tests, verdict."""
-    lines = [
-        f"{result.dataset}: {result.winner.label} vs {result.baseline.label}",
-        f"  baseline chosen: {result.baseline_reason}",
-    ]
-    for pair in result.pairs:
-        m = pair.mcnemar
-        lines.append(
-            f"  seed {pair.seed}: winner {100 * pair.winner_acc:.2f}%  baseline {100 * pair.baseline_acc:.2f}%  "
-            f"McNemar only-winner {m.only_a} / only-baseline {m.only_b}, p = {m.pvalue:.3g}"
-        )
-    p = result.paired
-    lines += [
-        f"  paired t-test p = {p.ttest_pvalue:.3g}, Wilcoxon p = {p.wilcoxon_pvalue:.3g}"
-        + ("  (Wilcoxon cannot reach 0.05 with fewer than 6 seeds)" if p.seeds < 6 else ""),
-        "  " + "; ".join(f"significant at {a}: {'yes' if result.significant(a) else 'no'}" for a in ALPHAS),
-        f"  verdict: {result.verdict()}",
-    ]
+    """The confirmation as text: arms, per-seed accuracies, intervals, tests, verdict."""
+    verdict = result.verdict
+    lines = [f"{result.dataset}: {len(result.arms)} configs retrained on seeds "
+             f"{', '.join(map(str, result.seeds))} (baseline: {result.mode})"]
+    lines += [f"  {arm.label}: {arm.source}" for arm in result.arms]
+    for arm in verdict.arms:
+        per_seed = ", ".join(f"seed {seed} {acc:.2f}%" for seed, acc in zip(arm.seeds, arm.test_by_seed,
+                                                                             strict=True))
+        lines.append(f"  {arm.regime}: mean test {arm.test.mean:.2f}% {_interval(arm.test.low, arm.test.high)} "
+                     f"({per_seed})")
+    for comparison in verdict.comparisons:
+        lines.append(f"  {verdict.leader} - {comparison.regime}: {comparison.gap.mean:+.2f} points "
+                     f"{_interval(comparison.gap.low, comparison.gap.high)}, paired t-test p = "
+                     f"{comparison.pvalue:.3g}, Holm p = {comparison.pvalue_holm:.3g}")
+        for seed, table in zip(comparison.seeds, comparison.mcnemar, strict=False):
+            lines.append(f"    seed {seed}: McNemar only {verdict.leader} right {table.only_a}, only "
+                         f"{comparison.regime} right {table.only_b}, exact p = {table.pvalue:.3g}")
+    outcome = {schema.WINNER: f"WINNER {verdict.winner}", schema.TIE: "TIE",
+               schema.NO_RESULT: "NO RESULT"}[verdict.outcome]
+    lines.append(f"  verdict: {outcome}: {verdict.headline()}")
     return "\n".join(lines)
 
 
-def _finite(value: float) -> float:
-    """MLflow stores NaN but not infinity faithfully; clip an infinite effect size."""
-    return value if not math.isinf(value) else math.copysign(1e308, value)
-
-
 def log_confirmation(sweep: Sweep, result: Confirmation) -> None:
-    """Metrics, tags and confirm.json on the dataset's parent run (the report reads them back)."""
-    run_id = sweep.parent(result.dataset)["run_id"]
-    p = result.paired
-    summary = {
-        "confirm_winner_mean_test_acc": float(np.mean([pair.winner_acc for pair in result.pairs])),
-        "confirm_baseline_mean_test_acc": float(np.mean([pair.baseline_acc for pair in result.pairs])),
-        "confirm_mean_difference_points": p.mean_difference,
-        "confirm_cohens_d": _finite(p.cohens_d),
-        "confirm_ttest_p": p.ttest_pvalue,
-        "confirm_wilcoxon_p": p.wilcoxon_pvalue,
-    }
-    now = int(time.time() * 1000)
-    metrics = [Metric(key, value, now, 0) for key, value in summary.items()]
-    metrics += [Metric("confirm_mcnemar_p", pair.mcnemar.pvalue, now, pair.seed) for pair in result.pairs]
-    tags = {
-        "confirm_baseline": result.baseline.label,
-        "confirm_seeds": ",".join(str(pair.seed) for pair in result.pairs),
-        "confirm_verdict": result.verdict(),
-        **{f"confirm_significant_{alpha}": str(result.significant(alpha)).lower() for alpha in ALPHAS},
-    }
-    sweep.client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
+    """Attach `confirm-<mode>.json` to the dataset's parent run (the report reads it back).
+
+    Nothing else on the parent changes: the sweep's own verdict stays as recorded.
+    """
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / CONFIRM_FILE
-        path.write_text(json.dumps(result.to_dict(), indent=2))
+        path = Path(folder) / confirm_file(result.mode)
+        path.write_text(json.dumps(result.to_dict(), indent=2, default=str))
         log_files(sweep, result.dataset, [path])

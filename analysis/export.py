@@ -1,54 +1,85 @@
-"""The winner of each dataset as a replayable config file (YAML) and its JSON twin.
+"""Each dataset's leading config and every regime's confirmed config, as replayable files.
 
-`python -m trainables.train --config FILE` retrains the winner from either
-file; with the same seed and `cpu_threads` on the CPU it reproduces
-`recorded_test_acc` exactly and says so.
+Layout under the output folder, mirroring the parent run's artifacts:
+`<dataset>/best_config.yaml` (the leading config: the winner's, or in a tie
+only the leader's) and `<dataset>/configs/<regime>.yaml`, each with a JSON
+twin. The metadata is the sweep's own: the search trial the config came from
+(`source_run_id`), the accuracies that trial recorded (a replay with the same
+seed and `cpu_threads` reproduces them exactly on the CPU), the confirmation
+on fresh seeds and the dataset's verdict. `python -m trainables.train --config
+FILE` replays any of them.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from analysis.errors import AnalysisError
-from analysis.records import Sweep
-from analysis.winners import Pick, winner
+from analysis.records import Sweep, regime_config_path
+from analysis.winners import (
+    DatasetVerdict,
+    Pick,
+    confirmed_configs,
+    dataset_verdict,
+    leading_config,
+)
+from search import schema
 from trainables.config_file import write_config_file
 
 
-def metadata(sweep: Sweep, dataset: str, pick: Pick) -> dict[str, Any]:
-    """Where the config came from and what it scored (the keys trainables.train checks)."""
-    return {
-        "dataset": dataset,
-        "model": pick.config["model"],
-        "seed": pick.config["seed"],
-        "code_version": sweep.parent(dataset)["code_version"],
-        "source_run_id": pick.run_id,
-        "recorded_val_acc": pick.val_acc,
-        "recorded_test_acc": pick.test_acc,
-    }
+@dataclass(frozen=True, kw_only=True)
+class Exported:
+    """What was written for one dataset, and the verdict it stands under."""
+
+    dataset: str
+    verdict: DatasetVerdict
+    leading: Pick
+    paths: list[Path] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One plain sentence: is the exported config a winner's or only the leader's?"""
+        verdict, regime = self.verdict, self.leading.regime
+        if verdict.status == schema.WINNER:
+            return (f"{self.dataset}: {regime} wins (significantly better than every other regime); "
+                    f"{schema.BEST_CONFIG} is the winner's config")
+        return (f"{self.dataset}: the verdict is a TIE ({verdict.tie_text()}): "
+                f"{schema.BEST_CONFIG} is the config of the leader, {regime}, NOT a winner")
 
 
-def export_winner(sweep: Sweep, dataset: str, out: Path) -> tuple[Path, Path]:
-    """Write `<dataset>.yaml` and `<dataset>.json` (same content) for the dataset's winner."""
-    pick = winner(sweep, dataset)
-    about = metadata(sweep, dataset, pick)
-    yaml_path = write_config_file(out / f"{dataset}.yaml", pick.config, about)
-    json_path = out / f"{dataset}.json"
-    json_path.write_text(json.dumps({**about, "config": pick.config}, indent=2) + "\n")
-    return yaml_path, json_path
+def _write(path: Path, pick: Pick, provenance: dict[str, Any]) -> list[Path]:
+    """The config as YAML (the form trainables.train reads) and its JSON twin."""
+    metadata = {**(pick.metadata or {}), **provenance}
+    yaml_path = write_config_file(path, pick.config, metadata)
+    json_path = path.with_suffix(".json")
+    json_path.write_text(json.dumps({**metadata, "config": pick.config}, indent=2, default=str) + "\n")
+    return [yaml_path, json_path]
 
 
-def export_all(sweep: Sweep, out: Path) -> list[Path]:
-    """Export every dataset that has a winner; a dataset without one is named on stderr."""
-    written: list[Path] = []
+def export_dataset(sweep: Sweep, dataset: str, out: Path) -> Exported:
+    """Write the dataset's leading config and each regime's confirmed config under `out/<dataset>`."""
+    verdict = dataset_verdict(sweep, dataset)
+    leading = leading_config(sweep, dataset)  # AnalysisError when there is none (pending, no result)
+    provenance = {"sweep_id": sweep.sweep_id, "parent_run_id": sweep.parent(dataset)["run_id"]}
+    folder = out / dataset
+    paths = _write(folder / schema.BEST_CONFIG, leading, provenance)
+    for regime, pick in confirmed_configs(sweep, dataset).items():
+        if pick.metadata is not None:  # only what the sweep confirmed, never a stand-in
+            paths += _write(folder / regime_config_path(regime), pick, provenance)
+    return Exported(dataset=dataset, verdict=verdict, leading=leading, paths=paths)
+
+
+def export_all(sweep: Sweep, out: Path) -> list[Exported]:
+    """Export every dataset that has a leading config; a dataset without one is named on stderr."""
+    exported = []
     for dataset in sweep.datasets:
         try:
-            written.extend(export_winner(sweep, dataset, out))
+            exported.append(export_dataset(sweep, dataset, out))
         except AnalysisError as error:
             print(f"skipped: {error}", file=sys.stderr)
-    if not written:
-        raise AnalysisError(f"sweep {sweep.sweep_id!r} has no winner to export")
-    return written
+    if not exported:
+        raise AnalysisError(f"sweep {sweep.sweep_id!r} has no leading config to export")
+    return exported

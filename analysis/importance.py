@@ -1,11 +1,14 @@
-"""Which searched settings mattered: an Optuna study rebuilt from the sweep's trials.
+"""Which searched settings mattered: an Optuna study rebuilt from a regime's search trials.
 
-The searched space is inferred from the values the trials took (a setting that
-never varied was not searched). Regime-specific settings are conditional: a
-trial carries only its own regime's keys, and Optuna's default evaluator
-(PED-ANOVA) scores conditional parameters within the trials that have them.
-Stopped-early trials enter as pruned and diverged or errored ones as failed,
-so only full-budget trials are compared, as Optuna itself would.
+Each (dataset, regime) pair was searched by its own Optuna study, so
+importances are computed per regime, from search trials only (confirmation
+runs repeat one config on other seeds: they say nothing about the space). The
+searched space is inferred from the values the trials took (a setting that
+never varied was not searched); conditional settings (e.g. LeRaC's `shape`,
+only drawn with rule eq9) are scored by Optuna's default evaluator
+(PED-ANOVA) within the trials that have them. Stopped-early trials enter as
+pruned and diverged or errored ones as failed, so only full-budget trials are
+compared, as Optuna itself would.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from analysis.records import trial_config
+from search import schema
 
 # A numeric setting spread over at least this ratio is treated as searched on a log scale.
 LOG_SPAN = 10.0
@@ -56,13 +60,13 @@ def infer_space(configs: list[dict[str, Any]]) -> dict[str, BaseDistribution]:
 
 
 def _state(trial: pd.Series) -> TrialState:
-    if trial["end_state"] == "completed" and math.isfinite(trial["val_acc"]):
+    if trial[schema.END_STATE] == schema.COMPLETED and math.isfinite(trial[schema.VAL_ACC]):
         return TrialState.COMPLETE
-    return TrialState.PRUNED if trial["end_state"] == "stopped_early" else TrialState.FAIL
+    return TrialState.PRUNED if trial[schema.END_STATE] == schema.STOPPED_EARLY else TrialState.FAIL
 
 
 def build_study(trials: pd.DataFrame) -> tuple[optuna.Study, dict[str, BaseDistribution]]:
-    """An in-memory study holding the sweep's trials (value: final val_acc), and its space."""
+    """An in-memory study holding search trials (value: final val_acc), and its space."""
     configs = [trial_config(row) for _, row in trials.iterrows()]
     space = infer_space(configs)
     study = optuna.create_study(direction="maximize")
@@ -71,7 +75,7 @@ def build_study(trials: pd.DataFrame) -> tuple[optuna.Study, dict[str, BaseDistr
         state = _state(row)
         study.add_trial(optuna.trial.create_trial(
             state=state,
-            value=float(row["val_acc"]) if state == TrialState.COMPLETE else None,
+            value=float(row[schema.VAL_ACC]) if state == TrialState.COMPLETE else None,
             params=params,
             distributions={key: space[key] for key in params},
         ))

@@ -1,62 +1,132 @@
-"""Per dataset and regime: how good the best and the typical trial was, and how trials ended.
+"""Per dataset and regime: how its search went and what its confirmation on fresh seeds says.
 
-Accuracies are over completed trials only (the full epoch budget), so regimes
-are compared on the same budget; `test_of_best` is the test accuracy of the
-trial with the best validation accuracy, the only honest test number to quote.
+Search columns come from the regime's own search trials: how they ended, the
+trial-epochs they used, the best and mean final validation accuracy over
+completed trials and the test accuracy of the best one (the best is chosen on
+validation only). Confirmation columns come from the verdict: the regime's
+confirmed config retrained on fresh seeds, its mean test accuracy with a 95%
+t-interval, its gap to the leader (leader minus this regime, in points, with
+interval) and the Holm-corrected p-value of that gap. `verdict` marks the winner only when the
+sweep's verdict names one; otherwise the leader and every regime within noise
+of it are marked `tie`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 
-from analysis.records import Sweep
-from analysis.winners import best_trial, completed, winner_run_id
+from analysis.records import EPOCHS, Sweep
+from analysis.winners import DatasetVerdict, completed, dataset_verdict, ranked
+from search import schema
 
-COLUMNS = (
-    "dataset", "regime", "trials", "completed", "best_val_acc", "test_of_best",
-    "mean_val_acc", "mean_test_acc", "stopped_early", "diverged", "errored", "winner",
+SEARCH_COLUMNS = (
+    "trials", schema.COMPLETED, schema.STOPPED_EARLY, schema.DIVERGED, schema.ERRORED, "trial_epochs",
+    "best_val_acc", "mean_val_acc", "test_of_best",
 )
-SHARES = ("stopped_early", "diverged", "errored")
-ACCURACIES = ("best_val_acc", "test_of_best", "mean_val_acc", "mean_test_acc")
+CONFIRM_COLUMNS = (
+    "seeds", "confirm_test_acc", "confirm_ci_low", "confirm_ci_high",
+    "gap_points", "gap_ci_low", "gap_ci_high", "p_holm",
+)
+COLUMNS = ("dataset", "regime", *SEARCH_COLUMNS, *CONFIRM_COLUMNS, "verdict")
+# Fractions in [0, 1], shown in percent; gaps are already in points.
+ACCURACIES = ("best_val_acc", "mean_val_acc", "test_of_best", "confirm_test_acc", "confirm_ci_low",
+              "confirm_ci_high")
+MARKS = {schema.WINNER: "* winner", schema.TIE: "= tie"}
 
 
-def _row(dataset: str, regime: str, trials: pd.DataFrame, winner_id: str | None) -> dict:
+def _number(value: Any) -> float:
+    """verdict.json writes infinite interval ends as null."""
+    return math.nan if value is None else float(value)
+
+
+def _search_columns(trials: pd.DataFrame) -> dict[str, Any]:
     done = completed(trials)
-    best = best_trial(trials)
-    count = len(trials)
+    best = ranked(trials)
     return {
-        "dataset": dataset,
-        "regime": regime,
-        "trials": count,
-        "completed": len(done),
-        "best_val_acc": best.val_acc if best else math.nan,
-        "test_of_best": best.test_acc if best else math.nan,
-        "mean_val_acc": done["val_acc"].mean() if len(done) else math.nan,
-        "mean_test_acc": done["test_acc"].mean() if len(done) else math.nan,
-        **{state: (trials["end_state"] == state).sum() / count if count else math.nan for state in SHARES},
-        "winner": winner_id is not None and bool((trials["run_id"] == winner_id).any()),
+        "trials": len(trials),
+        **{state: int((trials[schema.END_STATE] == state).sum()) for state in schema.END_STATES},
+        "trial_epochs": int(trials[EPOCHS].sum()),
+        "best_val_acc": float(best[schema.VAL_ACC].iloc[0]) if len(best) else math.nan,
+        "mean_val_acc": float(done[schema.VAL_ACC].mean()) if len(done) else math.nan,
+        "test_of_best": float(best[schema.TEST_ACC].iloc[0]) if len(best) else math.nan,
     }
 
 
+def _confirm_columns(verdict: DatasetVerdict, regime: str) -> dict[str, Any]:
+    arm, comparison = verdict.arm(regime), verdict.comparison(regime)
+    columns: dict[str, Any] = dict.fromkeys(CONFIRM_COLUMNS, math.nan)
+    if arm is not None:
+        test = arm["test"]
+        columns.update(seeds=len(arm["seeds"]), confirm_test_acc=_number(test["mean"]) / 100,
+                       confirm_ci_low=_number(test["low"]) / 100, confirm_ci_high=_number(test["high"]) / 100)
+    else:
+        columns["seeds"] = 0
+    if regime == verdict.detail.get("leader"):
+        columns["gap_points"] = 0.0
+    if comparison is not None:
+        gap = comparison["gap"]
+        columns.update(gap_points=_number(gap["mean"]), gap_ci_low=_number(gap["low"]),
+                       gap_ci_high=_number(gap["high"]), p_holm=_number(comparison["pvalue_holm"]))
+    return columns
+
+
 def leaderboard(sweep: Sweep) -> pd.DataFrame:
-    """One row per dataset and regime (regimes the sweep offered but never tried show 0 trials)."""
+    """One row per dataset and regime (a regime the sweep offered but never ran shows 0 trials)."""
     rows = []
     for dataset in sweep.datasets:
         trials = sweep.trials_of(dataset)
-        winner_id = winner_run_id(sweep, dataset)
-        offered = list(sweep.parent(dataset)["regimes"])
-        regimes = dict.fromkeys([*offered, *sorted(trials["regime"].dropna().unique())])
+        verdict = dataset_verdict(sweep, dataset)
+        offered = list(sweep.parent(dataset)[schema.REGIMES])
+        regimes = dict.fromkeys([*offered, *sorted(trials[schema.REGIME].dropna().unique())])
         for regime in regimes:
-            rows.append(_row(dataset, regime, trials[trials["regime"] == regime], winner_id))
+            rows.append({
+                "dataset": dataset, "regime": regime,
+                **_search_columns(trials[trials[schema.REGIME] == regime]),
+                **_confirm_columns(verdict, regime),
+                "verdict": verdict.mark(regime),
+            })
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
+def _percent(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.2f}"
+
+
+def _interval(mean: float, low: float, high: float, *, signed: bool = False) -> str:
+    if math.isnan(mean):
+        return "-"
+    form = "+.2f" if signed else ".2f"
+    ends = f"[{low:{form}}, {high:{form}}]" if math.isfinite(low) and math.isfinite(high) else "[n/a]"
+    return f"{mean:{form}} {ends}"
+
+
+def display(board: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard for people: percentages, intervals in one cell, the verdict spelled out."""
+    return pd.DataFrame({
+        "dataset": board["dataset"],
+        "regime": board["regime"],
+        "trials": board["trials"],
+        "done/stop/div/err": [f"{r.completed}/{r.stopped_early}/{r.diverged}/{r.errored}"
+                              for r in board.itertuples()],
+        "trial-epochs": board["trial_epochs"],
+        "best val": board["best_val_acc"].map(_percent),
+        "mean val": board["mean_val_acc"].map(_percent),
+        "test of best": board["test_of_best"].map(_percent),
+        "seeds": board["seeds"],
+        "confirmed test [95% CI]": [_interval(100 * r.confirm_test_acc, 100 * r.confirm_ci_low,
+                                              100 * r.confirm_ci_high) for r in board.itertuples()],
+        "gap: leader - this, points [95% CI]": [
+            "leader" if r.gap_points == 0 and math.isnan(r.p_holm)
+            else _interval(r.gap_points, r.gap_ci_low, r.gap_ci_high, signed=True)
+            for r in board.itertuples()],
+        "Holm p": board["p_holm"].map(lambda p: "-" if math.isnan(p) else f"{p:.3g}"),
+        "verdict": board["verdict"].map(lambda mark: MARKS.get(mark, mark)),
+    })
+
+
 def format_table(board: pd.DataFrame) -> str:
-    """The leaderboard as text: accuracies and shares in percent, the winner row starred."""
-    shown = board.copy()
-    for column in (*ACCURACIES, *SHARES):
-        shown[column] = shown[column].map(lambda v: "-" if math.isnan(v) else f"{100 * v:.2f}")
-    shown["winner"] = shown["winner"].map(lambda w: "*" if w else "")
-    return shown.to_string(index=False)
+    """The leaderboard as text (see `display`)."""
+    return display(board).to_string(index=False)

@@ -1,4 +1,5 @@
-"""The sweep's pictures as PNG files: rate curves, learning curves, importances, parallel coordinates.
+"""The sweep's pictures as PNG files: rate curves, learning curves (search and confirmation),
+importances per regime, parallel coordinates.
 
 Figures are built as `matplotlib.figure.Figure` objects (no pyplot, no global
 state, the Agg canvas), so they render the same headless, in tests and in CI.
@@ -7,6 +8,7 @@ state, the Agg canvas), so they render the same headless, in tests and in CI.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
-from analysis.errors import AnalysisError
 from analysis.importance import build_study, param_importances
 from analysis.records import Sweep, histories, log_files, trial_config
-from analysis.winners import best_trial, winner
+from analysis.winners import confirmed_configs, dataset_verdict
+from search import schema
 from trainables.config import RunConfig
-from trainables.regimes import REGIME_NAMES, REGIMES
+from trainables.regimes import REGIME_NAMES, REGIMES, Lerac
 from trainables.training import layer_rate_curves
 
 REGIME_COLOURS = dict(zip(REGIME_NAMES, matplotlib.colormaps["tab10"].colors, strict=False))
@@ -44,15 +46,21 @@ def _regime_colour(regime: str) -> Any:
 
 def _settings_line(config: dict[str, Any]) -> str:
     """The settings that shape the rate curves, for a title."""
+    stepped = config.get("rule") == "stepped"
+    keys = [key for key in _SYMBOLS if key in config and not (stepped and key == "shape")]
     own = [f"{_SYMBOLS[key]} = {config[key]:.3g}" if isinstance(config[key], float)
-           else f"{_SYMBOLS[key]} = {config[key]}" for key in _SYMBOLS if key in config]
+           else f"{_SYMBOLS[key]} = {config[key]}" for key in keys]
     if "curriculum_epochs" in config:
         own[0] += " epochs"
-    if config.get("rule") == "stepped":
+    if stepped:
         own.append(f"stepped x{1 / config['decay_base']:.3g} per update")
     if config.get("updates_per_epoch"):
         own.append(f"{config['updates_per_epoch']} rate updates per epoch")
+    if config.get("head_scale") is not None:
+        own.append(f"head at η0 x {config['head_scale']:.3g}")
     shared = [f"η0 = {config['lr']:.3g}", f"{config['optimizer']}", f"{config['schedule']} schedule"]
+    if config.get("warmup_epochs"):
+        shared.insert(1, f"linear warm-up {config['warmup_epochs']:.3g} epochs")
     return ", ".join(own + shared)
 
 
@@ -60,7 +68,7 @@ def rate_curves_figure(config: dict[str, Any], epochs: int | None = None) -> Fig
     """Every layer group's learning rate over the first `epochs` epochs (log scale).
 
     One line per group, coloured from the input (dark) to the output (light);
-    the curriculum phase (LeRaC's first k epochs) is shaded.
+    the curriculum (LeRaC's first k epochs) or the warm-up is shaded.
     """
     config = RunConfig.from_dict(config).to_dict()
     epochs = epochs or int(config["epochs"])
@@ -73,10 +81,12 @@ def rate_curves_figure(config: dict[str, Any], epochs: int | None = None) -> Fig
     for (name, rates), colour in zip(curves.items(), colours, strict=True):
         ax.plot(x, rates, color=colour, linewidth=1.8, label=name)
     _label_shared_starts(ax, curves)
-    k = config.get("curriculum_epochs")
-    if k is not None:
-        ax.axvspan(0, min(k, epochs), color="0.93", zorder=0)
-        ax.text(min(k, epochs) / 2, 0.02, f"curriculum: k = {k:.3g} epochs", transform=ax.get_xaxis_transform(),
+    rise = (("curriculum: k", config["curriculum_epochs"]) if "curriculum_epochs" in config
+            else ("warm-up", config["warmup_epochs"]))
+    if rise[1]:
+        end = min(rise[1], epochs)
+        ax.axvspan(0, end, color="0.93", zorder=0)
+        ax.text(end / 2, 0.02, f"{rise[0]} = {rise[1]:.3g} epochs", transform=ax.get_xaxis_transform(),
                 ha="center", va="bottom", fontsize=9, color="0.3")
     ax.set_yscale("log", nonpositive="mask")
     ax.set_xlim(0, epochs)
@@ -85,9 +95,9 @@ def rate_curves_figure(config: dict[str, Any], epochs: int | None = None) -> Fig
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(title="layer group\n(input → output)", loc="center left", bbox_to_anchor=(1.01, 0.5),
               fontsize=8, title_fontsize=8, frameon=False)
+    settings = textwrap.fill(_settings_line(config), width=100)
     ax.set_title(f"{config['regime']}: per-layer learning rates, {config['model']} "
-                 f"({config['granularity']} groups) on {config['dataset']}\n{_settings_line(config)}",
-                 fontsize=10)
+                 f"({config['granularity']} groups) on {config['dataset']}\n{settings}", fontsize=10)
     return figure
 
 
@@ -102,50 +112,87 @@ def _label_shared_starts(ax: Any, curves: dict[str, list[float]]) -> None:
                         fontsize=8, color="0.25")
 
 
-def learning_curves_figure(history: pd.DataFrame, trials: pd.DataFrame, winner_id: str | None) -> Figure:
-    """Validation accuracy per epoch, one line per trial coloured by regime; the winner bold."""
+def learning_curves_figure(history: pd.DataFrame, trials: pd.DataFrame, leading_id: str | None) -> Figure:
+    """Validation accuracy per epoch of every search trial, coloured by regime; the leading
+    config's trial bold. Confirmation runs are drawn apart (`confirmation_curves_figure`)."""
     figure = Figure(figsize=(8, 4.8), layout="constrained", dpi=DPI)
     ax = figure.add_subplot()
     for _, trial in trials.iterrows():
         points = history[history["run_id"] == trial["run_id"]]
         if points.empty:
             continue
-        is_winner = trial["run_id"] == winner_id
-        ax.plot(points["epoch"], 100 * points["value"], color=_regime_colour(trial["regime"]),
-                linewidth=2.8 if is_winner else 1.0, alpha=1.0 if is_winner else 0.6,
-                marker="o" if is_winner else None, markersize=4, zorder=3 if is_winner else 2)
-        if trial["end_state"] in ("stopped_early", "diverged"):
-            ax.plot(points["epoch"].iloc[-1], 100 * points["value"].iloc[-1], "x", color="0.2", markersize=6)
-    regimes = sorted(trials["regime"].dropna().unique())
+        leading = trial["run_id"] == leading_id
+        ax.plot(points["step"], 100 * points["value"], color=_regime_colour(trial[schema.REGIME]), gid=trial["run_id"],
+                linewidth=2.8 if leading else 1.0, alpha=1.0 if leading else 0.6,
+                marker="o" if leading else None, markersize=4, zorder=3 if leading else 2)
+        if trial[schema.END_STATE] in (schema.STOPPED_EARLY, schema.DIVERGED):
+            ax.plot(points["step"].iloc[-1], 100 * points["value"].iloc[-1], "x", color="0.2", markersize=6)
+    regimes = sorted(trials[schema.REGIME].dropna().unique())
     handles = [Line2D([], [], color=_regime_colour(r), label=r) for r in regimes]
-    handles += [Line2D([], [], color="0.2", linewidth=2.8, marker="o", label="winner"),
+    handles += [Line2D([], [], color="0.2", linewidth=2.8, marker="o", label="leading config"),
                 Line2D([], [], color="0.2", marker="x", linestyle="", label="stopped/diverged")]
     ax.legend(handles=handles, loc="lower right", fontsize=8)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(True, alpha=0.3)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    dataset = trials["dataset"].iloc[0] if len(trials) else ""
-    ax.set_title(f"{dataset}: learning curves of {len(trials)} trials", fontsize=10)
+    dataset = trials[schema.DATASET].iloc[0] if len(trials) else ""
+    ax.set_title(f"{dataset}: learning curves of {len(trials)} search trials", fontsize=10)
     return figure
 
 
-def importance_figure(importances: dict[str, float], completed: int, dataset: str) -> Figure:
-    """Horizontal bars of Optuna's parameter importances (PED-ANOVA), most important on top."""
-    figure = Figure(figsize=(7, 0.45 * max(len(importances), 3) + 1.2), layout="constrained", dpi=DPI)
+SEED_STYLES = ("-", "--", "-.", ":")
+
+
+def confirmation_curves_figure(history: pd.DataFrame, runs: pd.DataFrame) -> Figure:
+    """Each confirmation run: validation accuracy per epoch (one line per seed and regime) and
+    its final test accuracy (a marker at the last epoch), so the seed spread is visible."""
+    figure = Figure(figsize=(8, 4.8), layout="constrained", dpi=DPI)
     ax = figure.add_subplot()
-    if importances:
-        names = list(importances)[::-1]
-        bars = ax.barh([setting_label(n) for n in names], [importances[n] for n in names], color="#4c72b0")
-        ax.bar_label(bars, fmt="%.2f", padding=3, fontsize=8)
-        ax.set_xlabel("importance (normalised)")
-        ax.set_xlim(0, 1)
-    else:
-        ax.text(0.5, 0.5, "fewer than 2 completed trials,\nor nothing was searched",
-                ha="center", va="center", transform=ax.transAxes)
-        ax.set_axis_off()
-    ax.set_title(f"{dataset}: parameter importance (Optuna PED-ANOVA) over {completed} completed trials",
+    for regime, mine in runs.groupby(schema.REGIME, sort=True):
+        for position, (_, run) in enumerate(mine.sort_values([schema.SEED, schema.RANK]).iterrows()):
+            points = history[history["run_id"] == run["run_id"]]
+            if points.empty:
+                continue
+            colour = _regime_colour(regime)
+            rank = f", config {int(run[schema.RANK])}" if mine[schema.RANK].nunique() > 1 else ""
+            ax.plot(points["step"], 100 * points["value"], color=colour, linewidth=1.4, gid=run["run_id"],
+                    linestyle=SEED_STYLES[position % len(SEED_STYLES)],
+                    label=f"{regime} seed {int(run[schema.SEED])}{rank}")
+            if math.isfinite(run[schema.TEST_ACC]):
+                ax.plot(points["step"].iloc[-1], 100 * run[schema.TEST_ACC], "*", color=colour, markersize=9)
+    ax.plot([], [], "*", color="0.3", label="final test accuracy")
+    ax.legend(loc="lower right", fontsize=7, ncols=2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy per epoch (%)")
+    ax.grid(True, alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    dataset = runs[schema.DATASET].iloc[0] if len(runs) else ""
+    seeds = runs[schema.SEED].nunique() if len(runs) else 0
+    ax.set_title(f"{dataset}: confirmation runs, each regime's best config on {seeds} fresh seeds",
                  fontsize=10)
+    return figure
+
+
+def importance_figure(importances: dict[str, tuple[dict[str, float], int]], dataset: str) -> Figure:
+    """Per regime, horizontal bars of Optuna's parameter importances (PED-ANOVA) over that
+    regime's own search; `importances` maps regime -> (importances, completed trials)."""
+    rows = max([len(found) for found, _ in importances.values()] + [3])
+    figure = Figure(figsize=(6.5 * max(1, len(importances)), 0.45 * rows + 1.4), layout="constrained", dpi=DPI)
+    axes = figure.subplots(1, max(1, len(importances)), squeeze=False)[0]
+    for ax, (regime, (found, completed)) in zip(axes, importances.items(), strict=False):
+        if found:
+            names = list(found)[::-1]
+            bars = ax.barh(names, [found[n] for n in names], color=_regime_colour(regime))
+            ax.bar_label(bars, fmt="%.2f", padding=3, fontsize=8)
+            ax.set_xlabel("importance (normalised)")
+            ax.set_xlim(0, 1)
+        else:
+            ax.text(0.5, 0.5, "fewer than 2 completed trials,\nor nothing was searched",
+                    ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        ax.set_title(f"{regime}: {completed} completed search trials", fontsize=9)
+    figure.suptitle(f"{dataset}: parameter importance per regime (Optuna PED-ANOVA)", fontsize=10)
     return figure
 
 
@@ -167,12 +214,13 @@ def _axis_labels(distribution: BaseDistribution) -> list[tuple[float, str]]:
     return [(0.0, f"{distribution.low:.3g}"), (1.0, f"{distribution.high:.3g}")]
 
 
-def parallel_figure(trials: pd.DataFrame, space: dict[str, BaseDistribution], winner_id: str | None) -> Figure:
-    """Parallel coordinates: one polyline per trial through its searched settings to val_acc."""
-    scored = trials[trials["val_acc"].map(math.isfinite)]
+def parallel_figure(trials: pd.DataFrame, space: dict[str, BaseDistribution], leading_id: str | None) -> Figure:
+    """Parallel coordinates: one polyline per search trial through its searched settings to
+    val_acc; regime-only settings sit on the n/a band for the other regimes."""
+    scored = trials[trials[schema.VAL_ACC].map(math.isfinite)]
     configs = [trial_config(row) for _, row in scored.iterrows()]
     keys = sorted(space, key=lambda key: (key != "regime", key))
-    accuracies = scored["val_acc"].to_numpy()
+    accuracies = scored[schema.VAL_ACC].to_numpy()
     target = FloatDistribution(float(accuracies.min()), float(accuracies.max())) if len(accuracies) else None
     figure = Figure(figsize=(max(6.0, 1.3 * (len(keys) + 1)), 4.8), layout="constrained", dpi=DPI)
     ax = figure.add_subplot()
@@ -183,10 +231,10 @@ def parallel_figure(trials: pd.DataFrame, space: dict[str, BaseDistribution], wi
     columns.append(_axis_positions(list(accuracies), target))
     table = np.column_stack(columns)
     for row, (_, trial) in zip(table, scored.iterrows(), strict=True):
-        is_winner = trial["run_id"] == winner_id
-        ax.plot(range(len(row)), row, color=_regime_colour(trial["regime"]), alpha=1.0 if is_winner else 0.55,
-                linewidth=2.8 if is_winner else 1.2,
-                linestyle="-" if trial["end_state"] == "completed" else ":")
+        leading = trial["run_id"] == leading_id
+        ax.plot(range(len(row)), row, color=_regime_colour(trial[schema.REGIME]), alpha=1.0 if leading else 0.55,
+                linewidth=2.8 if leading else 1.2,
+                linestyle="-" if trial[schema.END_STATE] == schema.COMPLETED else ":")
     for i, distribution in enumerate([*[space[k] for k in keys], target]):
         ax.axvline(i, color="0.3", linewidth=0.8)
         for y, label in _axis_labels(distribution):
@@ -197,12 +245,13 @@ def parallel_figure(trials: pd.DataFrame, space: dict[str, BaseDistribution], wi
     ax.set_yticks([])
     ax.set_xlim(-0.5, len(keys) + 0.3)
     ax.set_ylim(MISSING - 0.08, 1.08)
-    regimes = sorted(scored["regime"].dropna().unique())
+    regimes = sorted(scored[schema.REGIME].dropna().unique())
     ax.legend(handles=[Line2D([], [], color=_regime_colour(r), label=r) for r in regimes]
               + [Line2D([], [], color="0.3", linestyle=":", label="not completed")],
               loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    dataset = scored["dataset"].iloc[0]
-    ax.set_title(f"{dataset}: searched settings of {len(scored)} trials (winner bold)", fontsize=10)
+    dataset = scored[schema.DATASET].iloc[0]
+    ax.set_title(f"{dataset}: searched settings of {len(scored)} search trials (leading config bold)",
+                 fontsize=10)
     return figure
 
 
@@ -213,26 +262,36 @@ def save(figure: Figure, path: Path) -> Path:
 
 
 def dataset_plots(sweep: Sweep, dataset: str, out: Path) -> list[Path]:
-    """All pictures of one dataset's trials, written to `out` as `<dataset>-<kind>.png`."""
+    """All pictures of one dataset, written to `out` as `<dataset>-<kind>.png`.
+
+    Learning curves, importances and parallel coordinates read search trials
+    only; the confirmation runs get their own learning-curve picture.
+    """
     trials = sweep.trials_of(dataset)
+    verdict = dataset_verdict(sweep, dataset)
     written = []
-    try:
-        top = winner(sweep, dataset)
-    except AnalysisError:
-        top = None
-    if top is not None:
-        written.append(save(rate_curves_figure(top.config), out / f"{dataset}-rates-winner.png"))
-    lerac = best_trial(trials, "lerac")
-    if lerac is not None and (top is None or lerac.run_id != top.run_id):
-        written.append(save(rate_curves_figure(lerac.config), out / f"{dataset}-rates-best-lerac.png"))
-    winner_id = top.run_id if top else None
-    history = histories(sweep.client, trials["run_id"], "val_acc")
-    written.append(save(learning_curves_figure(history, trials, winner_id), out / f"{dataset}-learning-curves.png"))
-    study, space = build_study(trials)
-    completed = len([t for t in study.trials if t.value is not None])
-    written.append(save(importance_figure(param_importances(study), completed, dataset),
-                        out / f"{dataset}-importance.png"))
-    written.append(save(parallel_figure(trials, space, winner_id), out / f"{dataset}-parallel.png"))
+    configs = confirmed_configs(sweep, dataset)
+    leading = configs.get(verdict.leader) if verdict.leader else None
+    if leading is not None:
+        written.append(save(rate_curves_figure(leading.config), out / f"{dataset}-rates-leading.png"))
+    lerac = configs.get(Lerac.name)
+    if lerac is not None and lerac is not leading:
+        written.append(save(rate_curves_figure(lerac.config), out / f"{dataset}-rates-{Lerac.name}.png"))
+    leading_id = verdict.leading_run_id or (leading.run_id if leading else None)
+    history = histories(sweep.client, trials["run_id"], schema.VAL_ACC)
+    written.append(save(learning_curves_figure(history, trials, leading_id), out / f"{dataset}-learning-curves.png"))
+    confirmations = sweep.confirmations_of(dataset)
+    if len(confirmations):
+        history = histories(sweep.client, confirmations["run_id"], schema.VAL_ACC)
+        written.append(save(confirmation_curves_figure(history, confirmations),
+                            out / f"{dataset}-confirmation-curves.png"))
+    importances = {}
+    for regime, mine in trials.groupby(schema.REGIME, sort=False):
+        study, _ = build_study(mine)
+        importances[regime] = (param_importances(study), len([t for t in study.trials if t.value is not None]))
+    written.append(save(importance_figure(importances, dataset), out / f"{dataset}-importance.png"))
+    _, space = build_study(trials)
+    written.append(save(parallel_figure(trials, space, leading_id), out / f"{dataset}-parallel.png"))
     return written
 
 

@@ -1,107 +1,236 @@
-"""Which trial won, and the best trial of a regime, by the contract's rule.
+"""Who wins a dataset (the sweep's verdict), which config leads, and the best of a regime's search.
 
-The winner is the completed trial with the highest final validation accuracy
-(never test accuracy); ties go to the lower final training loss, as
-search/recording.py breaks them. The parent run's recorded winner is used when
-the sweep recorded one, so analysis and sweep never disagree on a finished sweep.
+The product's rule: a regime wins only when the sweep's verdict says so
+(significantly better than every other regime on fresh seeds, after Holm's
+correction); otherwise the verdict is a tie and the regime with the best mean
+confirmed test accuracy merely leads. Nothing here picks a winner by itself.
+Within one regime's search, trials are ranked by `search.schema.rank_key`:
+final validation accuracy, never test accuracy.
+
+A sweep that has not recorded its verdict yet (still running, or interrupted)
+is "pending": its confirmation runs so far are summarised with the same
+procedure (`analysis.verdict.decide`), and nobody is marked as winner.
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from mlflow.exceptions import MlflowException
 
 from analysis.errors import AnalysisError
-from analysis.records import Sweep, trial_config
-from trainables.config import RunConfig
-from trainables.config_file import read_config_file
+from analysis.records import Sweep, regime_config_path, trial_config
+from analysis.verdict import SeedResult, decide
+from search import schema
 
-BEST_CONFIG = "best_config.yaml"
-NO_WINNER = "none"
+PENDING = "pending"  # the sweep has recorded no verdict for the dataset yet
+WORSE = "worse"  # significantly worse than the leader
+NO_RESULT_MARK = "no result"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Pick:
-    """A chosen trial: its run, regime, complete flat config and recorded final accuracies."""
+    """A config and where it came from: its search trial and that trial's final accuracies."""
 
-    run_id: str
+    run_id: str | None
     regime: str
     config: dict[str, Any]
     val_acc: float
     test_acc: float
+    metadata: dict[str, Any] | None = None  # the recorded config file's metadata, if read from one
 
 
+# -- a regime's search -------------------------------------------------------------------
 def completed(trials: pd.DataFrame) -> pd.DataFrame:
-    """Trials that ran their full budget with finite results: the only ones that can win."""
-    finite = trials["val_acc"].map(math.isfinite) & trials["train_loss"].map(math.isfinite)
-    return trials[(trials["end_state"] == "completed") & finite]
+    """Search trials that ran their whole budget with finite results: the only ones ranked."""
+    finite = trials[schema.VAL_ACC].map(math.isfinite) & trials[schema.TRAIN_LOSS].map(math.isfinite)
+    return trials[(trials[schema.END_STATE] == schema.COMPLETED) & finite]
 
 
-def _pick(trial: pd.Series, config: dict[str, Any] | None = None) -> Pick:
-    return Pick(
-        run_id=trial["run_id"],
-        regime=trial["regime"],
-        config=config if config is not None else trial_config(trial),
-        val_acc=float(trial["val_acc"]),
-        test_acc=float(trial["test_acc"]),
-    )
+def ranked(trials: pd.DataFrame) -> pd.DataFrame:
+    """Completed trials, best first by the schema's rule (validation accuracy, then loss)."""
+    done = completed(trials)
+    keys = [schema.rank_key(val, loss) for val, loss in zip(done[schema.VAL_ACC], done[schema.TRAIN_LOSS],
+                                                               strict=True)]
+    order = sorted(range(len(done)), key=lambda i: keys[i], reverse=True)
+    return done.iloc[order]
+
+
+def _pick(trial: pd.Series) -> Pick:
+    return Pick(run_id=trial["run_id"], regime=trial[schema.REGIME], config=trial_config(trial),
+                val_acc=float(trial[schema.VAL_ACC]), test_acc=float(trial[schema.TEST_ACC]))
 
 
 def best_trial(trials: pd.DataFrame, regime: str | None = None) -> Pick | None:
-    """The best completed trial (of `regime`, if given) by the winner rule; None if there is none."""
-    candidates = completed(trials)
+    """The best completed search trial (of `regime`, if given); None if there is none."""
     if regime is not None:
-        candidates = candidates[candidates["regime"] == regime]
-    if candidates.empty:
+        trials = trials[trials[schema.REGIME] == regime]
+    best = ranked(trials)
+    return _pick(best.iloc[0]) if len(best) else None
+
+
+# -- confirmation runs -------------------------------------------------------------------
+def confirmed_runs(confirmations: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Each regime's confirmation runs of the config that counts, by seed.
+
+    With several configs per regime (top-k), the one with the best mean
+    validation accuracy over its seeds counts, as in the sweep's own verdict.
+    Errored runs and runs without a test accuracy are no evidence.
+    """
+    usable = confirmations[(confirmations[schema.END_STATE] != schema.ERRORED)
+                           & confirmations[schema.TEST_ACC].map(math.isfinite)]
+    chosen = {}
+    for regime, runs in usable.groupby(schema.REGIME, sort=False):
+        means = runs.groupby(schema.RANK)[schema.VAL_ACC].mean()
+        rank = max(means.index, key=lambda r: (means[r], -r))
+        chosen[regime] = runs[runs[schema.RANK] == rank].sort_values(schema.SEED)
+    return chosen
+
+
+def seed_results(runs: pd.DataFrame | None) -> list[SeedResult]:
+    """Confirmation runs as the verdict procedure reads them (no per-example predictions:
+    MLflow does not keep them, so McNemar's tables come only from the recorded verdict)."""
+    if runs is None:
+        return []
+    return [SeedResult(seed=int(run[schema.SEED]), val_acc=float(run[schema.VAL_ACC]),
+                       test_acc=float(run[schema.TEST_ACC]), run_id=run["run_id"])
+            for _, run in runs.iterrows()]
+
+
+# -- the verdict -------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class DatasetVerdict:
+    """A dataset's verdict as recorded by the sweep, with its evidence.
+
+    `detail` has the form of `Verdict.to_dict()`: the sweep's `verdict.json`
+    when it is there (`recorded`), else recomputed from the confirmation runs
+    (no McNemar tables then).
+    """
+
+    dataset: str
+    status: str  # schema.WINNER | schema.TIE | schema.NO_RESULT | PENDING
+    winner: str | None
+    leader: str | None
+    leading_run_id: str | None
+    tied: tuple[str, ...]
+    detail: dict[str, Any]
+    recorded: bool
+
+    def arm(self, regime: str) -> dict[str, Any] | None:
+        return next((arm for arm in self.detail["arms"] if arm["regime"] == regime), None)
+
+    def comparison(self, regime: str) -> dict[str, Any] | None:
+        return next((c for c in self.detail["comparisons"] if c["regime"] == regime), None)
+
+    def mark(self, regime: str) -> str:
+        """The regime's place in the verdict: winner, tie, worse, no result or pending."""
+        if self.status == PENDING:
+            return PENDING
+        if self.status == schema.NO_RESULT or self.arm(regime) is None:
+            return NO_RESULT_MARK
+        if self.status == schema.WINNER:
+            return schema.WINNER if regime == self.winner else WORSE
+        return schema.TIE if regime in self.tied else WORSE
+
+    def title(self) -> str:
+        """The verdict in a few words, as a reviewer should read it."""
+        if self.status == schema.WINNER:
+            return f"WINNER {self.winner}"
+        if self.status == schema.TIE:
+            return f"TIE ({self.tie_text()})"
+        if self.status == schema.NO_RESULT:
+            return "NO RESULT (no regime completed a confirmation run)"
+        leads = f"; {self.leader} leads so far" if self.leader else ""
+        return f"PENDING (the sweep has recorded no verdict yet{leads})"
+
+    def tie_text(self) -> str:
+        """Who is tied, or why a lone leader is no winner."""
+        if len(self.tied) < 2:
+            return f"only {self.leader} has confirmation runs: nothing to compare it with"
+        return f"{', '.join(self.tied)} within noise; {self.leader} leads"
+
+    def headline(self) -> str:
+        """The verdict procedure's one sentence; marked provisional while the sweep is unfinished."""
+        headline = str(self.detail.get("headline", ""))
+        return f"provisional, from the confirmation runs so far: {headline}" if self.status == PENDING else headline
+
+
+def _tag(value: Any) -> str | None:
+    return None if value is None or value == schema.NONE or value != value else str(value)
+
+
+def dataset_verdict(sweep: Sweep, dataset: str) -> DatasetVerdict:
+    """The dataset's verdict: the sweep's tags and verdict.json, else the evidence so far."""
+    parent = sweep.parent(dataset)
+    status = _tag(parent[schema.VERDICT])
+    detail = sweep.verdict_file(dataset) if status else None
+    recorded = detail is not None
+    if detail is None:
+        confirmations = sweep.confirmations_of(dataset)
+        by_regime = confirmed_runs(confirmations)
+        regimes = list(parent[schema.REGIMES]) or list(by_regime)
+        detail = decide(dataset, {regime: seed_results(by_regime.get(regime)) for regime in regimes}).to_dict()
+    if status is None:
+        return DatasetVerdict(dataset=dataset, status=PENDING, winner=None, leader=detail["leader"],
+                              leading_run_id=None, tied=(), detail=detail, recorded=False)
+    return DatasetVerdict(
+        dataset=dataset, status=status,
+        winner=_tag(parent[schema.WINNER_REGIME]),
+        leader=_tag(parent[schema.LEADING_REGIME]),
+        leading_run_id=_tag(parent[schema.LEADING_RUN_ID]),
+        tied=tuple(parent[schema.TIED_REGIMES]),
+        detail=detail, recorded=recorded,
+    )
+
+
+# -- the configs the verdict is about ------------------------------------------------------
+def _from_file(sweep: Sweep, dataset: str, path: str) -> Pick | None:
+    found = sweep.config_file(dataset, path)
+    if found is None:
         return None
-    return _pick(_rank(candidates).iloc[0])
+    meta = found.metadata
+    return Pick(run_id=meta.get("source_run_id"), regime=found.settings["regime"], config=found.settings,
+                val_acc=float(meta.get("recorded_val_acc", math.nan)),
+                test_acc=float(meta.get("recorded_test_acc", math.nan)), metadata=meta)
 
 
-def _rank(candidates: pd.DataFrame) -> pd.DataFrame:
-    """Best first: highest validation accuracy, ties to the lower training loss."""
-    ranked = candidates.assign(neg_loss=-candidates["train_loss"])
-    return ranked.sort_values(["val_acc", "neg_loss"], ascending=False, kind="stable")
+def leading_config(sweep: Sweep, dataset: str) -> Pick:
+    """The leading config (`best_config.yaml`): the winner's, or in a tie the leader's."""
+    verdict = dataset_verdict(sweep, dataset)
+    if verdict.status == PENDING:
+        raise AnalysisError(f"dataset {dataset!r} of sweep {sweep.sweep_id!r} has no verdict yet: the sweep "
+                            "has not finished (continue it with --resume)")
+    if verdict.leader is None:
+        raise AnalysisError(f"dataset {dataset!r} of sweep {sweep.sweep_id!r} has no leading config: "
+                            "no regime completed a confirmation run")
+    pick = _from_file(sweep, dataset, schema.BEST_CONFIG)
+    if pick is None:
+        raise AnalysisError(f"parent run {sweep.parent(dataset)['run_id']} of {dataset!r} has no "
+                            f"{schema.BEST_CONFIG} although its verdict names a leader")
+    return pick
 
 
-def _recorded_config(sweep: Sweep, dataset: str) -> dict[str, Any] | None:
-    """The parent run's best_config.yaml, validated; None if the sweep did not write one."""
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = sweep.client.download_artifacts(sweep.parent(dataset)["run_id"], BEST_CONFIG, folder)
-        except (MlflowException, OSError):
-            return None
-        return RunConfig.from_dict(read_config_file(path).settings).to_dict()
+def confirmed_configs(sweep: Sweep, dataset: str) -> dict[str, Pick]:
+    """Each regime's confirmed config: the one the sweep retrained on fresh seeds.
 
-
-def _winner_row(sweep: Sweep, dataset: str) -> tuple[pd.Series, bool]:
-    """The winning trial's row, and whether the sweep recorded it (else it is recomputed)."""
-    recorded = sweep.parent(dataset)["winner_run_id"]
+    Read from `configs/<regime>.yaml` when the sweep recorded it; before the
+    verdict, the search trial the confirmation runs retrain, or else the
+    regime's best completed search trial (what the sweep will confirm).
+    """
     trials = sweep.trials_of(dataset)
-    if isinstance(recorded, str) and recorded != NO_WINNER:
-        rows = trials[trials["run_id"] == recorded]
-        if rows.empty:
-            raise AnalysisError(f"the recorded winner {recorded} of {dataset!r} is not a trial of the sweep")
-        return rows.iloc[0], True
-    candidates = completed(trials)
-    if recorded == NO_WINNER or candidates.empty:
-        raise AnalysisError(f"dataset {dataset!r} of sweep {sweep.sweep_id!r} has no completed trial")
-    return _rank(candidates).iloc[0], False
-
-
-def winner_run_id(sweep: Sweep, dataset: str) -> str | None:
-    """The winner's run id, or None when the dataset has no completed trial."""
-    try:
-        return _winner_row(sweep, dataset)[0]["run_id"]
-    except AnalysisError:
-        return None
-
-
-def winner(sweep: Sweep, dataset: str) -> Pick:
-    """The dataset's winner with its config (the recorded best_config.yaml when there is one)."""
-    row, recorded = _winner_row(sweep, dataset)
-    return _pick(row, _recorded_config(sweep, dataset) if recorded else None)
+    by_regime = confirmed_runs(sweep.confirmations_of(dataset))
+    offered = list(sweep.parent(dataset)[schema.REGIMES]) or sorted(trials[schema.REGIME].dropna().unique())
+    picks = {}
+    for regime in offered:
+        pick = _from_file(sweep, dataset, regime_config_path(regime))
+        if pick is None and regime in by_regime:
+            source = by_regime[regime][schema.SOURCE_RUN_ID].iloc[0]
+            rows = trials[trials["run_id"] == source]
+            pick = _pick(rows.iloc[0]) if len(rows) else None
+        if pick is None:
+            pick = best_trial(trials, regime)
+        if pick is not None:
+            picks[regime] = pick
+    return picks

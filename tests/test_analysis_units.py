@@ -1,19 +1,32 @@
-"""Unit tests of analysis/ that need no sweep: the statistics, the inferred space, the rate plot, the CLI."""
+"""Unit tests of analysis/ that need no training: the statistics, the inferred space, the rate plot,
+the CLI, the ablation baseline, and every command on sweep records planted through the real recorder."""
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
+import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 
 from analysis.__main__ import main
-from analysis.confirm import Arm, Confirmation, SeedPair, ablation_config
+from analysis.confirm import ablation_config, choose_arms
+from analysis.errors import AnalysisError
 from analysis.importance import infer_space
+from analysis.leaderboard import leaderboard
 from analysis.plots import rate_curves_figure, save
-from analysis.stats import McNemar, Paired, contingency, mcnemar_exact, paired_tests
-from trainables.config_file import write_config_file
+from analysis.records import load_sweep
+from analysis.report import verdict_html
+from analysis.stats import contingency, mcnemar_exact, paired_tests
+from analysis.winners import dataset_verdict
+from trainables.config import RunConfig
+from trainables.config_file import read_config_file, write_config_file
+from trainables.regimes import regime_class
+from trainables.training import layer_rate_curves
 
 
 def correctness(table: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -70,37 +83,6 @@ class TestPairedTests:
     def test_one_seed_is_refused(self):
         with pytest.raises(ValueError, match="two seeds"):
             paired_tests(np.array([0.9]), np.array([0.8]))
-
-
-def confirmation(gaps: list[tuple[int, int, float]], ttest_p: float, mean: float) -> Confirmation:
-    """A Confirmation with given McNemar (only_a, only_b, p) per seed and a given paired result."""
-    pairs = [SeedPair(seed, 0.9, 0.9, McNemar(100, a, b, 10, p)) for seed, (a, b, p) in enumerate(gaps)]
-    arm = Arm("x", None, {})
-    return Confirmation("digits", arm, arm, "test", pairs, Paired(len(pairs), mean, 1.0, ttest_p, 0.25))
-
-
-class TestVerdict:
-    def test_significant_only_when_paired_test_and_most_mcnemar_agree(self):
-        strong = confirmation([(20, 2, 1e-4), (18, 3, 5e-4), (25, 1, 1e-5)], ttest_p=2e-4, mean=2.0)
-        assert strong.significant(0.05) and strong.significant(0.001)
-        assert "IS significantly better" in strong.verdict() and "0.001" in strong.verdict()
-
-    def test_mcnemar_majority_is_required(self):
-        split = confirmation([(20, 2, 1e-4), (8, 6, 0.8), (9, 7, 0.8)], ttest_p=0.01, mean=1.0)
-        assert not split.significant(0.05)
-        assert "NOT significantly better" in split.verdict()
-
-    def test_a_baseline_ahead_is_never_a_win(self):
-        behind = confirmation([(2, 20, 1e-4), (3, 18, 1e-4), (1, 25, 1e-5)], ttest_p=1e-4, mean=-2.0)
-        assert not behind.significant(0.05)
-        assert "baseline is ahead" in behind.verdict()
-
-
-def test_ablation_drops_the_regime_settings():
-    config = {"regime": "lerac", "dataset": "digits", "lr": 0.05, "decay_base": 0.2, "curriculum_epochs": 2.0}
-    baseline = ablation_config(config)
-    assert baseline["regime"] == "conventional" and baseline["lr"] == 0.05
-    assert "decay_base" not in baseline and "curriculum_epochs" not in baseline
 
 
 def test_inferred_space_keeps_varied_settings_with_their_scale():
@@ -163,3 +145,355 @@ def test_bad_config_file_is_one_clear_line(tmp_path, capsys):
     assert main(["rates", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "decay_base" in err
+
+
+# -- the analysis of recorded sweeps ------------------------------------------------------------
+# The records are written by the sweep's own recorder and verdict code (search.recording,
+# search.verdicts) from planted trial results, without training or a Ray runtime; the expected
+# numbers below come from the planted values, never from analysis/.
+
+EPOCHS = 3
+N_TEST = 400
+REGIMES = ("conventional", "lerac")
+
+
+def planted_correct(count: int, key: int) -> np.ndarray:
+    """A test-set correctness vector with exactly `count` of N_TEST examples right."""
+    correct = np.zeros(N_TEST, dtype=bool)
+    correct[np.random.default_rng(key).permutation(N_TEST)[:count]] = True
+    return correct
+
+
+def settings(regime: str, **extra) -> dict:
+    base = {"regime": regime, "dataset": "digits", "model": "small_cnn", "epochs": EPOCHS, "seed": 0,
+            "data_seed": 0, "batch_size": 32, "lr": 0.05, "cpu_threads": 1}
+    if regime == "lerac":
+        base |= {"curriculum_epochs": 1.0, "decay_base": 0.1}
+    return {**base, **extra}
+
+
+class PlantedSweep:
+    """Writes one sweep's records through the real recorder, trial by trial."""
+
+    def __init__(self, uri: str, experiment: str, sweep_id: str):
+        from search.recording import SweepRecorder
+        from search.sweep import SweepOptions, protocol
+
+        self.recorder = SweepRecorder(tracking_uri=uri, experiment=experiment, sweep_id=sweep_id)
+        self.parent = self.recorder.parent_run(
+            dataset="digits", model="small_cnn", regimes=REGIMES, code_version="test",
+            protocol=protocol(SweepOptions(datasets=("digits",), regimes=REGIMES, num_trials=4, epochs=EPOCHS)))
+        self.outcomes = []
+        self.configs: dict[str, dict] = {}
+
+    def run(self, trial_id: str, config: dict, notes: dict, *, val: float, test: float, loss: float = 0.3,
+            epochs: int = EPOCHS, diverged: bool = False, errored: bool = False,
+            correct: np.ndarray | None = None) -> None:
+        from search.balanced_search import SWEEP_KEY, end_state
+        from search.verdicts import TrialOutcome
+        from trainables.predictions import pack_correct
+
+        full = {**config, SWEEP_KEY: notes}
+        run_id = self.recorder.trial_run(parent_run_id=self.parent, trial_id=trial_id, config=full)
+        result: dict = {}
+        for epoch in range(1, epochs + 1):
+            behind = epochs - epoch
+            result = {"epoch": epoch, "train_loss": loss + 0.1 * behind, "val_acc": val - 0.05 * behind,
+                      "diverged": diverged and behind == 0}
+            if behind == 0:  # test accuracy only at the last epoch reached
+                result["test_acc"] = test
+            self.recorder.log_result(run_id, result)
+        if correct is not None:
+            result["test_correct"] = pack_correct(correct)
+        self.recorder.finish_trial(run_id, "errored" if errored else end_state(result, EPOCHS))
+        self.outcomes.append(TrialOutcome(trial_id=trial_id, config=full, result=result, errored=errored))
+        self.configs[trial_id] = config
+
+    def search(self, trial_id: str, regime: str, **planted) -> None:
+        self.run(trial_id, settings(regime, lr=0.01 + 0.01 * len(self.outcomes)),
+                 {"stage": "search", "group": f"digits/{regime}"}, **planted)
+
+    def confirm(self, source: str, rank: int, seed: int, *, val: float, count: int) -> None:
+        config = {**self.configs[source], "seed": seed}
+        notes = {"stage": "confirm", "group": f"digits/{config['regime']}", "rank": rank, "source_trial": source}
+        self.run(f"{source}-r{rank}-s{seed}", config, notes, val=val, test=count / N_TEST,
+                 correct=planted_correct(count, zlib.crc32(f"{source}-{seed}".encode())))
+
+    def decide(self) -> None:
+        from search.verdicts import dataset_outcomes
+
+        (outcome,) = dataset_outcomes(self.outcomes, datasets=("digits",), regimes=REGIMES,
+                                      parents={"digits": self.parent}, epochs=EPOCHS)
+        self.recorder.record_verdict(outcome, code_version="test")
+
+    def finish(self) -> None:
+        self.recorder.flush()
+
+
+# Planted confirmation test counts (of N_TEST) per seed 1, 2, 3.
+WIN_CONVENTIONAL = (360, 365, 362)
+WIN_LERAC_RANK1 = (370, 372, 371)
+WIN_LERAC_RANK2 = (380, 384, 382)  # the config with the better mean validation accuracy: it counts
+TIE_CONVENTIONAL = (360, 368)
+TIE_LERAC = (364, 360)
+
+
+def plant_searches(sweep: PlantedSweep) -> None:
+    sweep.search("c0", "conventional", val=0.90, test=0.93, loss=0.30)
+    sweep.search("c1", "conventional", val=0.90, test=0.89, loss=0.20)  # same val, lower loss: best
+    sweep.search("c2", "conventional", val=0.95, test=0.96, epochs=2)  # higher val, stopped early
+    sweep.search("c3", "conventional", val=0.85, test=0.97)  # best test, never chosen on it
+    sweep.search("l0", "lerac", val=0.92, test=0.91)
+    sweep.search("l1", "lerac", val=0.91, test=0.90)
+    sweep.search("l2", "lerac", val=0.10, test=0.10, loss=float("nan"), epochs=1, diverged=True)
+    sweep.search("l3", "lerac", val=0.50, test=0.50, epochs=1, errored=True)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> dict:
+    """Three sweeps in one store: a winner, a tie, and one whose verdict is not recorded yet."""
+    tmp = tmp_path_factory.mktemp("planted")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+
+    win = PlantedSweep(uri, "winner", "s-win")
+    plant_searches(win)
+    for seed, (c, r1, r2) in enumerate(zip(WIN_CONVENTIONAL, WIN_LERAC_RANK1, WIN_LERAC_RANK2,
+                                           strict=True), start=1):
+        win.confirm("c1", 1, seed, val=0.90, count=c)
+        win.confirm("l0", 1, seed, val=0.90, count=r1)
+        win.confirm("l1", 2, seed, val=0.95, count=r2)
+    win.decide()
+    win.finish()
+
+    tie = PlantedSweep(uri, "tie", "s-tie")
+    plant_searches(tie)
+    for seed, (c, r) in enumerate(zip(TIE_CONVENTIONAL, TIE_LERAC, strict=True), start=1):
+        tie.confirm("c1", 1, seed, val=0.90, count=c)
+        tie.confirm("l0", 1, seed, val=0.90, count=r)
+    tie.decide()
+    tie.finish()
+
+    pending = PlantedSweep(uri, "pending", "s-pend")
+    plant_searches(pending)
+    for seed, (c, r1, r2) in enumerate(zip(WIN_CONVENTIONAL, WIN_LERAC_RANK1, WIN_LERAC_RANK2,
+                                           strict=True), start=1):
+        pending.confirm("c1", 1, seed, val=0.90, count=c)
+        pending.confirm("l0", 1, seed, val=0.90, count=r1)
+        pending.confirm("l1", 2, seed, val=0.95, count=r2)
+    pending.finish()  # interrupted before its verdict
+    return {"uri": uri, "tmp": tmp}
+
+
+def run_ids(planted: dict, experiment: str) -> dict[str, str]:
+    """trial_id -> run id, read straight from MLflow."""
+    client = MlflowClient(planted["uri"])
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return {run.data.tags["trial_id"]: run.info.run_id
+            for run in client.search_runs([experiment_id], "tags.role = 'trial'", max_results=1000)}
+
+
+def board_of(planted: dict, experiment: str) -> pd.DataFrame:
+    return leaderboard(load_sweep(planted["uri"], experiment)).set_index("regime")
+
+
+def interval(points: np.ndarray) -> tuple[float, float, float]:
+    half = stats.t.ppf(0.975, len(points) - 1) * points.std(ddof=1) / np.sqrt(len(points))
+    return points.mean(), points.mean() - half, points.mean() + half
+
+
+class TestRecords:
+    def test_search_trials_and_confirmation_runs_are_apart(self, planted):
+        sweep = load_sweep(planted["uri"], "winner")
+        ids = run_ids(planted, "winner")
+        assert sorted(sweep.trials_of("digits")["trial_id"]) == ["c0", "c1", "c2", "c3", "l0", "l1", "l2", "l3"]
+        confirmations = sweep.confirmations_of("digits")
+        assert len(confirmations) == 9
+        for _, run in confirmations.iterrows():
+            source, rank, seed = run["trial_id"].split("-")
+            assert run["source_run_id"] == ids[source]
+            assert (run["rank"], run["seed"]) == (int(rank[1:]), int(seed[1:]))
+
+    def test_epochs_come_from_the_last_validation_step(self, planted):
+        trials = load_sweep(planted["uri"], "winner").trials_of("digits").set_index("trial_id")
+        assert trials["epochs"].to_dict() == {"c0": 3, "c1": 3, "c2": 2, "c3": 3, "l0": 3, "l1": 3, "l2": 1, "l3": 1}
+
+
+class TestLeaderboard:
+    def test_search_columns_rank_on_validation_then_loss(self, planted):
+        row = board_of(planted, "winner").loc["conventional"]
+        assert (row["trials"], row["completed"], row["stopped_early"], row["diverged"], row["errored"]) == (4, 3, 1, 0, 0)
+        assert row["trial_epochs"] == 3 + 3 + 2 + 3
+        assert row["best_val_acc"] == pytest.approx(0.90)  # not c2's 0.95: it stopped early
+        assert row["test_of_best"] == pytest.approx(0.89)  # c1: same validation as c0, lower loss
+        assert row["mean_val_acc"] == pytest.approx((0.90 + 0.90 + 0.85) / 3)
+        lerac = board_of(planted, "winner").loc["lerac"]
+        assert (lerac["completed"], lerac["diverged"], lerac["errored"], lerac["trial_epochs"]) == (2, 1, 1, 8)
+
+    def test_the_winner_is_marked_only_because_the_verdict_names_it(self, planted):
+        board = board_of(planted, "winner")
+        assert board["verdict"].to_dict() == {"conventional": "worse", "lerac": "winner"}
+        lerac, conventional = np.array(WIN_LERAC_RANK2) / N_TEST, np.array(WIN_CONVENTIONAL) / N_TEST
+        mean, low, high = interval(100 * lerac)
+        row = board.loc["lerac"]
+        assert row["seeds"] == 3 and row["gap_points"] == 0.0
+        assert (row["confirm_test_acc"], row["confirm_ci_low"], row["confirm_ci_high"]) == pytest.approx(
+            (mean / 100, low / 100, high / 100), rel=1e-12)
+        gap, gap_low, gap_high = interval(100 * (lerac - conventional))
+        row = board.loc["conventional"]
+        assert (row["gap_points"], row["gap_ci_low"], row["gap_ci_high"]) == pytest.approx((gap, gap_low, gap_high),
+                                                                                          rel=1e-9)
+        assert row["p_holm"] == pytest.approx(stats.ttest_rel(lerac, conventional).pvalue, rel=1e-9)
+        assert row["confirm_test_acc"] == pytest.approx(conventional.mean(), rel=1e-12)
+
+    def test_a_tie_marks_no_winner(self, planted, capsys):
+        board = board_of(planted, "tie")
+        assert board["verdict"].to_dict() == {"conventional": "tie", "lerac": "tie"}
+        conventional, lerac = np.array(TIE_CONVENTIONAL) / N_TEST, np.array(TIE_LERAC) / N_TEST
+        assert board.loc["lerac", "p_holm"] == pytest.approx(stats.ttest_rel(conventional, lerac).pvalue, rel=1e-9)
+        assert main(["leaderboard", "--tracking-uri", planted["uri"], "--experiment", "tie",
+                     "--out", str(planted["tmp"] / "tie-board")]) == 0
+        printed = capsys.readouterr().out
+        assert "* winner" not in printed
+        assert "digits: TIE (conventional, lerac within noise; conventional leads)" in printed
+
+    def test_an_unfinished_sweep_is_provisional_and_names_no_winner(self, planted, capsys):
+        board = board_of(planted, "pending")
+        assert set(board["verdict"]) == {"pending"}
+        row = board.loc["lerac"]  # the provisional numbers count the rank-2 config, as the sweep will
+        assert row["confirm_test_acc"] == pytest.approx(np.mean(WIN_LERAC_RANK2) / N_TEST, rel=1e-12)
+        assert main(["leaderboard", "--tracking-uri", planted["uri"], "--experiment", "pending",
+                     "--out", str(planted["tmp"] / "pending-board")]) == 0
+        assert "digits: PENDING (the sweep has recorded no verdict yet; lerac leads so far)" in capsys.readouterr().out
+
+
+class TestExport:
+    def test_a_tie_exports_the_leaders_config_and_says_it_is_no_winner(self, planted, capsys):
+        out = planted["tmp"] / "tie-export"
+        assert main(["export", "--tracking-uri", planted["uri"], "--experiment", "tie", "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert ("digits: the verdict is a TIE (conventional, lerac within noise; conventional leads): "
+                "best_config.yaml is the config of the leader, conventional, NOT a winner") in printed
+        best = read_config_file(out / "digits" / "best_config.yaml")
+        ids = run_ids(planted, "tie")
+        assert best.metadata["source_run_id"] == ids["c1"]
+        assert (best.metadata["recorded_val_acc"], best.metadata["recorded_test_acc"]) == (0.90, 0.89)
+        assert best.metadata["verdict"]["outcome"] == "tie" and best.metadata["verdict"]["winner"] is None
+        assert best.settings["lr"] == pytest.approx(0.02)  # c1's own settings
+        lerac = read_config_file(out / "digits" / "configs" / "lerac.yaml")
+        assert lerac.metadata["source_run_id"] == ids["l0"]
+        assert lerac.metadata["confirmation"]["seeds"] == [1, 2]
+
+    def test_a_winner_exports_the_confirmed_rank(self, planted, capsys):
+        out = planted["tmp"] / "win-export"
+        assert main(["export", "--tracking-uri", planted["uri"], "--experiment", "winner", "--out", str(out)]) == 0
+        assert "digits: lerac wins (significantly better than every other regime)" in capsys.readouterr().out
+        best = read_config_file(out / "digits" / "best_config.yaml")
+        assert best.metadata["source_run_id"] == run_ids(planted, "winner")["l1"]  # rank 2 counted
+
+    def test_an_unfinished_sweep_has_nothing_to_export(self, planted, capsys):
+        assert main(["export", "--tracking-uri", planted["uri"], "--experiment", "pending",
+                     "--out", str(planted["tmp"] / "pending-export")]) == 2
+        err = capsys.readouterr().err
+        assert "skipped: dataset 'digits' of sweep 's-pend' has no verdict yet" in err
+        assert err.splitlines()[-1] == "error: sweep 's-pend' has no leading config to export"
+
+
+class TestConfirmArms:
+    """Which configs `python -m analysis confirm` retrains (the training itself: tests/test_analysis.py)."""
+
+    def planted_config(self, planted: dict, experiment: str, trial_id: str) -> dict:
+        run = MlflowClient(planted["uri"]).get_run(run_ids(planted, experiment)[trial_id])
+        return RunConfig.from_params(run.data.params).to_dict()
+
+    def test_all_is_every_regimes_confirmed_config(self, planted):
+        arms = choose_arms(load_sweep(planted["uri"], "winner"), "digits", "all")
+        assert [arm.label for arm in arms] == ["conventional", "lerac"]
+        assert arms[0].config == self.planted_config(planted, "winner", "c1")
+        assert arms[1].config == self.planted_config(planted, "winner", "l1")  # the rank that counted
+
+    def test_tuned_puts_the_leader_against_conventional(self, planted):
+        arms = choose_arms(load_sweep(planted["uri"], "winner"), "digits", "tuned")
+        assert [(arm.label, arm.config) for arm in arms] == [
+            ("lerac", self.planted_config(planted, "winner", "l1")),
+            ("conventional", self.planted_config(planted, "winner", "c1"))]
+
+    def test_ablation_puts_the_leader_against_its_warmup_twin(self, planted):
+        leader, ablation = choose_arms(load_sweep(planted["uri"], "winner"), "digits", "ablation")
+        assert ablation.label == "ablation" and ablation.config == ablation_config(leader.config)
+        assert ablation.config["warmup_epochs"] == leader.config["curriculum_epochs"]
+
+    def test_a_baseline_needs_a_recorded_leader(self, planted):
+        with pytest.raises(AnalysisError, match="no recorded leader"):
+            choose_arms(load_sweep(planted["uri"], "pending"), "digits", "tuned")
+
+
+def test_report_verdict_shows_the_planted_mcnemar_tables(planted):
+    sweep = load_sweep(planted["uri"], "winner")
+    page = verdict_html(sweep, "digits", dataset_verdict(sweep, "digits"))
+    for seed, (lerac, conventional) in enumerate(zip(WIN_LERAC_RANK2, WIN_CONVENTIONAL, strict=True), start=1):
+        a = planted_correct(lerac, zlib.crc32(f"l1-{seed}".encode()))
+        b = planted_correct(conventional, zlib.crc32(f"c1-{seed}".encode()))
+        cells = [seed, np.sum(a & b), np.sum(a & ~b), np.sum(~a & b), np.sum(~a & ~b)]
+        p = mcnemar([[cells[1], cells[2]], [cells[3], cells[4]]], exact=True).pvalue
+        row = "".join(f"<td>{value}</td>" for value in cells) + f"<td>{p:.3g}</td>"
+        assert row in page
+    assert "<h3>digits: WINNER lerac</h3>" in page
+
+
+def test_report_verdict_of_an_unfinished_sweep_is_provisional(planted):
+    sweep = load_sweep(planted["uri"], "pending")
+    page = verdict_html(sweep, "digits", dataset_verdict(sweep, "digits"))
+    assert "<h3>digits: PENDING (the sweep has recorded no verdict yet; lerac leads so far)</h3>" in page
+    assert "provisional, from the confirmation runs so far: lerac wins" in page  # decide's words, qualified
+    assert 'class="winner"' not in page and "No McNemar tables" in page
+
+
+def test_a_sweep_killed_in_its_first_trial_is_one_clear_line(planted, capsys):
+    """A parent run and a started, never finished trial."""
+    uri = planted["uri"]
+    killed = PlantedSweep(uri, "killed-sweep", "killed")
+    killed.recorder.trial_run(parent_run_id=killed.parent, trial_id="t0", config=settings("lerac"))
+    for command in ("leaderboard", "export", "report"):
+        assert main([command, "--tracking-uri", uri, "--experiment", "killed-sweep"]) == 2
+        assert capsys.readouterr().err == "error: sweep 'killed' has no finished trials yet (1 started)\n"
+
+
+# -- the ablation baseline ------------------------------------------------------------------------
+LERAC_DIGITS = {"regime": "lerac", "dataset": "digits", "model": "small_cnn", "epochs": 4, "lr": 0.08,
+                "batch_size": 64, "curriculum_epochs": 1.5, "decay_base": 0.2, "eta_min": 1e-6, "shape": "exp",
+                "device": "cpu"}
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step", "constant"])
+def test_ablation_of_lerac_is_a_warmup_of_length_k_with_the_same_rates_from_k(schedule):
+    lerac = {**LERAC_DIGITS, "schedule": schedule}
+    ablation = ablation_config(lerac)
+    assert ablation["regime"] == "conventional" and ablation["warmup_epochs"] == lerac["curriculum_epochs"]
+    own = set(regime_class("lerac").Settings.__dataclass_fields__)
+    assert not own & set(ablation)
+    shared = RunConfig.from_dict(lerac).to_dict()
+    assert {k: v for k, v in ablation.items() if k not in ("regime", "warmup_epochs")} == {
+        k: v for k, v in shared.items() if k not in own | {"regime", "warmup_epochs"}}
+
+    steps, curriculum = layer_rate_curves(lerac)
+    _, warmup = layer_rate_curves(ablation)
+    assert list(curriculum) == list(warmup)
+    per_epoch = len(steps) // lerac["epochs"]
+    k = round(lerac["curriculum_epochs"] * per_epoch)
+    for group in curriculum:
+        assert curriculum[group][k:] == warmup[group][k:]  # identical from step k on, every layer
+        assert warmup[group][:k] == pytest.approx([lerac["lr"] * (t + 1) / k for t in range(k)], rel=1e-12)
+    first, last = list(curriculum)[0], list(curriculum)[-1]
+    assert curriculum[last][0] < curriculum[first][0]  # only the rise before k differs: per layer
+
+
+def test_ablation_of_another_regime_drops_its_own_settings():
+    cbs = {"regime": "cbs", "dataset": "digits", "lr": 0.05, "cbs_sigma": 1.5, "warmup_epochs": 0.5}
+    ablation = ablation_config(cbs)
+    assert ablation["regime"] == "conventional" and ablation["lr"] == 0.05 and ablation["warmup_epochs"] == 0.5
+    assert not any(key.startswith("cbs_") for key in ablation)
+
+
+def test_conventional_has_no_curriculum_to_ablate():
+    with pytest.raises(AnalysisError, match="no curriculum to ablate"):
+        ablation_config({"regime": "conventional"})
