@@ -83,8 +83,7 @@ def confirmed_runs(confirmations: pd.DataFrame) -> dict[str, pd.DataFrame]:
                            & confirmations[schema.TEST_ACC].map(math.isfinite)]
     chosen = {}
     for regime, runs in usable.groupby(schema.REGIME, sort=False):
-        means = runs.groupby(schema.RANK)[schema.VAL_ACC].mean()
-        rank = max(means.index, key=lambda r: (means[r], -r))
+        rank = schema.top_k_choice(runs.groupby(schema.RANK)[schema.VAL_ACC].mean().to_dict())
         chosen[regime] = runs[runs[schema.RANK] == rank].sort_values(schema.SEED)
     return chosen
 
@@ -191,9 +190,9 @@ def _from_file(sweep: Sweep, dataset: str, path: str) -> Pick | None:
     if found is None:
         return None
     meta = found.metadata
-    return Pick(run_id=meta.get("source_run_id"), regime=found.settings["regime"], config=found.settings,
-                val_acc=float(meta.get("recorded_val_acc", math.nan)),
-                test_acc=float(meta.get("recorded_test_acc", math.nan)), metadata=meta)
+    return Pick(run_id=meta.get(schema.SOURCE_RUN_ID), regime=found.settings["regime"], config=found.settings,
+                val_acc=float(meta.get(schema.RECORDED_VAL_ACC, math.nan)),
+                test_acc=float(meta.get(schema.RECORDED_TEST_ACC, math.nan)), metadata=meta)
 
 
 def leading_config(sweep: Sweep, dataset: str) -> Pick:

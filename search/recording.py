@@ -220,14 +220,14 @@ class SweepRecorder:
         now = int(time.time() * 1000)
         metrics = []
         for arm in verdict.arms:
-            metrics += [Metric(f"confirm_test_acc/{arm.regime}", arm.test.mean / 100, now, 0),
-                        Metric(f"confirm_val_acc/{arm.regime}", arm.mean_val / 100, now, 0)]
+            metrics += [Metric(schema.CONFIRM_TEST_ACC + arm.regime, arm.test.mean / 100, now, 0),
+                        Metric(schema.CONFIRM_VAL_ACC + arm.regime, arm.mean_val / 100, now, 0)]
         for comparison in verdict.comparisons:
-            metrics += [Metric(f"gap_points/{comparison.regime}", comparison.gap.mean, now, 0),
-                        Metric(f"p_holm/{comparison.regime}", comparison.pvalue_holm, now, 0)]
+            metrics += [Metric(schema.GAP_POINTS + comparison.regime, comparison.gap.mean, now, 0),
+                        Metric(schema.P_HOLM + comparison.regime, comparison.pvalue_holm, now, 0)]
         if leading is not None:
-            metrics += [Metric("best_val_acc", float(leading.source.result[schema.VAL_ACC]), now, 0),
-                        Metric("best_test_acc", float(leading.source.result[schema.TEST_ACC]), now, 0)]
+            metrics += [Metric(schema.BEST_VAL_ACC, float(leading.source.result[schema.VAL_ACC]), now, 0),
+                        Metric(schema.BEST_TEST_ACC, float(leading.source.result[schema.TEST_ACC]), now, 0)]
         tags = {
             schema.VERDICT: verdict.outcome,
             schema.WINNER_REGIME: verdict.winner or schema.NONE,

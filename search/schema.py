@@ -10,7 +10,10 @@ in words.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Final
+
+from trainables import config_file
 
 # -- tags on every run --------------------------------------------------------------
 ROLE: Final = "role"
@@ -26,7 +29,7 @@ TRIAL: Final = "trial"  # one per Ray Tune trial, a child of its dataset's paren
 
 # -- parent tags -------------------------------------------------------------------
 MODEL: Final = "model"
-CODE_VERSION: Final = "code_version"
+CODE_VERSION: Final = config_file.CODE_VERSION
 REGIMES: Final = "regimes"  # comma-separated, in the order the sweep compared them
 VERDICT: Final = "verdict"  # one of VERDICTS
 WINNER_REGIME: Final = "winner_regime"  # the significant winner, else NONE
@@ -64,6 +67,20 @@ TEST_ACC: Final = "test_acc"  # only at rungs and the last epoch: reported, neve
 TRAIN_LOSS: Final = "train_loss"
 LR_PREFIX: Final = "lr/"  # lr/<layer group>, step = optimizer step (the rate training used)
 
+# -- parent metrics (step 0): the verdict's numbers, per regime after the slash --------
+CONFIRM_TEST_ACC: Final = "confirm_test_acc/"  # mean over the fresh seeds, a fraction
+CONFIRM_VAL_ACC: Final = "confirm_val_acc/"
+GAP_POINTS: Final = "gap_points/"  # the leader's lead over this regime, in points
+P_HOLM: Final = "p_holm/"  # the paired t-test against the leader, Holm-corrected
+BEST_VAL_ACC: Final = "best_val_acc"  # the leading config's search trial, final epoch
+BEST_TEST_ACC: Final = "best_test_acc"
+
+# -- metadata of an exported or recorded config file (the file format is trainables'):
+# RECORDED_*: its search trial's final accuracies, which a replay with the same seed
+# reproduces exactly on the CPU.
+RECORDED_VAL_ACC: Final = config_file.RECORDED_VAL_ACC
+RECORDED_TEST_ACC: Final = config_file.RECORDED_TEST_ACC
+
 # -- artifacts on a parent run -------------------------------------------------------
 BEST_CONFIG: Final = "best_config.yaml"  # the leading config, replayable, verdict in its metadata
 VERDICT_FILE: Final = "verdict.json"  # per regime and seed: accuracies, intervals, tests
@@ -80,6 +97,12 @@ def rank_key(val_acc: float, train_loss: float) -> tuple[float, float]:
     if not (math.isfinite(val_acc) and math.isfinite(train_loss)):
         return (-math.inf, -math.inf)
     return (val_acc, -train_loss)
+
+
+def top_k_choice(mean_val_by_rank: Mapping[int, float]) -> int:
+    """Which of a regime's confirmed top-k configs counts for the verdict: the best mean
+    validation accuracy over the fresh seeds (never test accuracy), ties to the better rank."""
+    return max(mean_val_by_rank, key=lambda rank: (mean_val_by_rank[rank], -rank))
 
 
 def child_filter(parent_run_id: str, **tags: str) -> str:

@@ -97,11 +97,6 @@ def seed_result(outcome: TrialOutcome) -> SeedResult | None:
     )
 
 
-def _best_rank(runs_by_rank: Mapping[int, list[SeedResult]]) -> int:
-    """Among the top-k configs, the one with the best mean validation accuracy over seeds."""
-    return max(runs_by_rank, key=lambda rank: (np.mean([r.val_acc for r in runs_by_rank[rank]]), -rank))
-
-
 def dataset_outcomes(
     outcomes: Iterable[TrialOutcome], *, datasets: Iterable[str], regimes: Iterable[str],
     parents: Mapping[str, str], epochs: int,
@@ -131,7 +126,8 @@ def dataset_outcomes(
                     if run is not None:
                         ranks[o.notes["rank"]].append(run)
             if ranks:
-                rank = _best_rank(ranks)
+                rank = schema.top_k_choice({r: float(np.mean([run.val_acc for run in runs]))
+                                            for r, runs in ranks.items()})
                 confirmed[regime] = Confirmed(regime=regime, source=by_id[sources[rank]],
                                               runs=sorted(ranks[rank], key=lambda r: r.seed))
         verdict = decide(dataset, {regime: confirmed[regime].runs if regime in confirmed else []
@@ -158,10 +154,10 @@ def config_metadata(outcome: DatasetOutcome, regime: str, *, code_version: str,
         "model": confirmed.config["model"],
         "regime": regime,
         "seed": confirmed.config["seed"],
-        "code_version": code_version,
-        "source_run_id": source_run_id,
-        "recorded_val_acc": float(confirmed.source.result[schema.VAL_ACC]),
-        "recorded_test_acc": float(confirmed.source.result[schema.TEST_ACC]),
+        schema.CODE_VERSION: code_version,
+        schema.SOURCE_RUN_ID: source_run_id,
+        schema.RECORDED_VAL_ACC: float(confirmed.source.result[schema.VAL_ACC]),
+        schema.RECORDED_TEST_ACC: float(confirmed.source.result[schema.TEST_ACC]),
         "confirmation": {
             "seeds": list(arm.seeds),
             "mean_test_acc": arm.test.mean / 100,

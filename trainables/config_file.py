@@ -16,6 +16,10 @@ from typing import Any
 
 import yaml
 
+# Metadata a replay checks: the accuracies its source run ended with, and the code it ran.
+RECORDED_VAL_ACC = "recorded_val_acc"
+RECORDED_TEST_ACC = "recorded_test_acc"
+CODE_VERSION = "code_version"
 MAX_BYTES = 1 << 20  # a run's settings take under a kilobyte: a larger file is the wrong file
 _UNKNOWN_TAG = re.compile(r"could not determine a constructor for the tag '([^']*)'")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from trainables.cli import OneLineParser
 from trainables.config import RunConfig, TrainSettings
-from trainables.config_file import read_config_file
+from trainables.config_file import CODE_VERSION, RECORDED_TEST_ACC, read_config_file
 from trainables.divergence import loss_limit
 from trainables.regimes import REGIMES
 from trainables.training import EpochReport, Trainer
@@ -83,11 +83,11 @@ def format_epoch(report: EpochReport, epochs: int) -> str:
 def recorded_test_acc(metadata: dict[str, Any], path: Path | None) -> float | None:
     """The accuracy a replayed config was recorded with, checked before training rather than
     failing after it."""
-    value = metadata.get("recorded_test_acc")
+    value = metadata.get(RECORDED_TEST_ACC)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"config file {path}: 'recorded_test_acc' must be an accuracy in [0, 1], got {value!r}")
+        raise ValueError(f"config file {path}: '{RECORDED_TEST_ACC}' must be an accuracy in [0, 1], got {value!r}")
     return float(value)
 
 
@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if recorded is not None:
         verdict = "reproduced exactly" if report.test_acc == recorded else "differs from"
         print(f"recorded test accuracy: {100 * recorded:.2f}% ({verdict} the recorded run)")
-        recorded_version = metadata.get("code_version")
+        recorded_version = metadata.get(CODE_VERSION)
         if verdict == "differs from" and recorded_version:
             print(f"the run was recorded with code version {recorded_version}; "
                   f"this is {code_version()}: numerics can differ between versions")
