@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from ray.tune import CLIReporter
 
-from search import schema
-from search.verdicts import DatasetOutcome
+from search.verdicts import ROW_HEADERS, DatasetOutcome, verdict_rows, verdict_title
 from trainables.regimes import regime_class
 
 
@@ -46,32 +44,16 @@ def format_settings(config: dict[str, Any]) -> str:
     )
 
 
-def _interval(low: float, high: float, signed: bool = False) -> str:
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return "[n/a]"
-    form = "+.2f" if signed else ".2f"
-    return f"[{low:{form}}, {high:{form}}]"
+WIDTHS = (14, 38, 32, 34)
 
 
 def dataset_block(outcome: DatasetOutcome) -> list[str]:
-    verdict = outcome.verdict
-    title = {schema.WINNER: f"WINNER {verdict.winner}",
-             schema.TIE: f"TIE ({', '.join(verdict.tied)} within noise)",
-             schema.NO_RESULT: "NO VERDICT (no regime completed a confirmation run)"}[verdict.outcome]
-    lines = [f"{outcome.dataset}: {title}",
-             f"  {'regime':<14}{'search trials':<38}{'confirmed test acc [95% CI]':<32}"
-             f"{'leader ahead by [95% CI]':<28}Holm p"]
-    comparisons = {c.regime: c for c in verdict.comparisons}
-    for regime, search in outcome.searches.items():
-        states = ", ".join(f"{n} {state}" for state, n in sorted(search.end_states.items()))
-        arm = next((a for a in verdict.arms if a.regime == regime), None)
-        confirmed = f"{arm.test.mean:6.2f}% {_interval(arm.test.low, arm.test.high)}" if arm else "no result"
-        comparison = comparisons.get(regime)
-        gap, p = ("leader", "") if regime == verdict.leader else ("", "")
-        if comparison is not None:
-            gap = f"{comparison.gap.mean:+.2f} {_interval(comparison.gap.low, comparison.gap.high, True)}"
-            p = f"{comparison.pvalue_holm:.3g}"
-        lines.append(f"  {regime:<14}{f'{search.trials}: {states}':<38}{confirmed:<32}{gap:<28}{p}")
+    """One dataset's verdict and its evidence, as fixed-width text."""
+    def line(cells: tuple[str, ...]) -> str:
+        return "  " + "".join(f"{cell:<{width}}" for cell, width in zip(cells[:-1], WIDTHS, strict=True)) + cells[-1]
+
+    lines = [f"{outcome.dataset}: verdict: {verdict_title(outcome.verdict)}", line(ROW_HEADERS)]
+    lines += [line(row) for row in verdict_rows(outcome)]
     if outcome.leading is not None:
         lines.append(f"  leading config ({outcome.leading.regime}): {format_settings(outcome.leading.config)}")
     lines.append(f"  MLflow parent run {outcome.parent_run_id}")

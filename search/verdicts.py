@@ -173,32 +173,52 @@ def config_metadata(outcome: DatasetOutcome, regime: str, *, code_version: str,
     }
 
 
-def _cell(value: float, digits: int = 2) -> str:
-    return "n/a" if value != value or abs(value) == float("inf") else f"{value:.{digits}f}"
+def _number(value: float, form: str = ".2f") -> str:
+    return "n/a" if value != value or abs(value) == float("inf") else f"{value:{form}}"
+
+
+def _interval(low: float, high: float, form: str = ".2f") -> str:
+    return f"[{_number(low, form)}, {_number(high, form)}]"
+
+
+TITLES = {
+    schema.WINNER: "{winner} wins",
+    schema.TIE: "tie ({tied} within noise)",
+    schema.NO_RESULT: "none (no regime completed a confirmation run)",
+}
+ROW_HEADERS = ("regime", "search trials (end states)", "confirmed test acc % [95% CI]",
+               "leader ahead by, points [95% CI]", "Holm p")
+
+
+def verdict_title(verdict: Verdict) -> str:
+    """The verdict in a few words: 'lerac wins', 'tie (a, b within noise)'."""
+    return TITLES[verdict.outcome].format(winner=verdict.winner, tied=", ".join(verdict.tied))
+
+
+def verdict_rows(outcome: DatasetOutcome) -> list[tuple[str, str, str, str, str]]:
+    """One row per regime (`ROW_HEADERS`), shared by the printed summary and MLflow's description."""
+    verdict = outcome.verdict
+    comparisons = {c.regime: c for c in verdict.comparisons}
+    rows = []
+    for regime, search in outcome.searches.items():
+        states = ", ".join(f"{n} {state}" for state, n in sorted(search.end_states.items()))
+        arm = next((a for a in verdict.arms if a.regime == regime), None)
+        confirmed = f"{arm.test.mean:.2f} {_interval(arm.test.low, arm.test.high)}" if arm else "no result"
+        comparison = comparisons.get(regime)
+        lead, p = ("leader" if regime == verdict.leader else ""), ""
+        if comparison is not None:
+            lead = f"{comparison.gap.mean:+.2f} {_interval(comparison.gap.low, comparison.gap.high, '+.2f')}"
+            p = f"{comparison.pvalue_holm:.3g}"
+        rows.append((regime, f"{search.trials} ({states})", confirmed, lead, p))
+    return rows
 
 
 def description(outcome: DatasetOutcome, *, leading_link: str | None) -> str:
     """The parent run's Markdown description: the verdict first, then the evidence."""
     verdict = outcome.verdict
-    title = {schema.WINNER: f"**Verdict: {verdict.winner} wins**",
-             schema.TIE: f"**Verdict: tie** ({', '.join(verdict.tied)} within noise)",
-             schema.NO_RESULT: "**Verdict: none** (no regime completed a confirmation run)"}[verdict.outcome]
-    lines = [title, "", verdict.headline(), "",
-             "| regime | search trials (end states) | confirmed test acc % [95% CI] "
-             "| leader ahead by, points [95% CI] | Holm p |",
-             "|---|---|---|---|---|"]
-    comparisons = {c.regime: c for c in verdict.comparisons}
-    for regime, search in outcome.searches.items():
-        states = ", ".join(f"{n} {state}" for state, n in sorted(search.end_states.items()))
-        arm = next((a for a in verdict.arms if a.regime == regime), None)
-        confirmed = f"{_cell(arm.test.mean)} [{_cell(arm.test.low)}, {_cell(arm.test.high)}]" if arm else "no result"
-        comparison = comparisons.get(regime)
-        if comparison is not None:
-            gap = f"{comparison.gap.mean:+.2f} [{_cell(comparison.gap.low)}, {_cell(comparison.gap.high)}]"
-            p = f"{comparison.pvalue_holm:.3g}"
-        else:
-            gap, p = ("leader" if regime == verdict.leader else ""), ""
-        lines.append(f"| {regime} | {search.trials} ({states}) | {confirmed} | {gap} | {p} |")
+    lines = [f"**Verdict: {verdict_title(verdict)}**", "", verdict.headline(), "",
+             "| " + " | ".join(ROW_HEADERS) + " |", "|---" * len(ROW_HEADERS) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in verdict_rows(outcome)]
     if outcome.leading is not None:
         link = f" ([run]({leading_link}))" if leading_link else ""
         lines += ["", f"Leading config: {outcome.leading.regime}, search trial "

@@ -163,7 +163,7 @@ def test_summary_prints_each_datasets_verdict_with_intervals(tmp_path, capsys):
     assert code == 0
     summary = out[out.index("Verdicts per dataset"):]
     for dataset in ("digits", "mnist1d"):
-        assert any(line.startswith(f"{dataset}: ") and ("TIE" in line or "WINNER" in line)
+        assert any(line.startswith(f"{dataset}: verdict: ") and ("tie (" in line or line.endswith(" wins"))
                    for line in summary.splitlines())
     assert summary.count("leader") >= 2 and "[" in summary
 
