@@ -80,6 +80,10 @@ class LayerRateSchedule:
     curriculum: Curriculum | None = None
     multipliers: tuple[float, ...] | None = None
 
+    def in_curriculum(self, t: int) -> bool:
+        """True at steps where layers may follow a curriculum instead of the ordinary schedule."""
+        return self.curriculum is not None and t < self.curriculum.k_steps
+
     def rates_at(self, t: int) -> list[float]:
         if self.curriculum is not None and t < self.curriculum.k_steps:
             rates = [
