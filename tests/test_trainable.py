@@ -11,8 +11,8 @@ import ray
 import torch
 
 from trainables import RegimeTrainable
+from trainables.checkpoint import CHECKPOINT_FILE
 from trainables.predictions import unpack_correct
-from trainables.trainable import CHECKPOINT_FILE
 
 CONFIG = {"regime": "lerac", "dataset": "digits", "epochs": 3, "curriculum_epochs": 2, "seed": 5}
 

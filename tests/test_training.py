@@ -9,6 +9,7 @@ transfers. A training step must have none of them.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import math
 
@@ -20,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 from trainables.config import RunConfig
 from trainables.data import Dataset, Split, load_dataset
 from trainables.regimes import REGIME_NAMES
-from trainables.training import TRACE_SAMPLES, Trainer
+from trainables.training import TRACE_SAMPLES, ExecutionPlan, Trainer
 
 QUICK = {
     "conventional": {},
@@ -54,6 +55,16 @@ def tiny_digits() -> Dataset:
         crop_padding=full.crop_padding, flip=full.flip, noisy=full.noisy[:128],
         trusted=full.trusted[:128],
     )
+
+
+def three_channel(data: Dataset) -> Dataset:
+    """`data` with its images repeated over 3 channels, so channels_last differs from NCHW."""
+
+    def rgb(split: Split) -> Split:
+        return Split(split.x.repeat(1, 3, 1, 1), split.y)
+
+    return dataclasses.replace(data, train=rgb(data.train), val=rgb(data.val), test=rgb(data.test),
+                               input_shape=(3, *data.input_shape[1:]))
 
 
 class TransferSpy(TorchFunctionMode):
@@ -145,6 +156,7 @@ def test_compiled_runs_in_one_process_match_eager_for_every_regime_in_turn():
     """Reused actors: each compiled run trains as its eager twin, whatever ran before it."""
     from torch._dynamo.utils import counters
 
+    torch._dynamo.reset()  # a fresh cache, as in a new worker process, whatever ran before
     data = tiny_digits()
     sequence = [
         ("conventional", {}, "new"),
@@ -175,6 +187,26 @@ def test_compiled_runs_in_one_process_match_eager_for_every_regime_in_turn():
             assert new_graphs > 0, regime
         elif graphs == "shared":
             assert new_graphs == 0, regime
+
+
+@pytest.mark.parametrize("regime", REGIME_NAMES)
+def test_the_gpu_plan_trains_every_regime(regime):
+    """The GPU's layout and precision (bf16 autocast, channels_last, data stored so), on the CPU."""
+    gpu_plan = ExecutionPlan.for_device(torch.device("cuda"))
+    assert gpu_plan == ExecutionPlan(channels_last=True, bf16=True)
+    config = RunConfig.from_dict({"regime": regime, "epochs": 2, "seed": 0, **QUICK[regime]})
+    trainer = Trainer(config, data=three_channel(tiny_digits()), plan=gpu_plan)
+    stored = trainer.data.train.x
+    assert stored.dtype == torch.bfloat16 and stored.is_contiguous(memory_format=torch.channels_last)
+    conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    counts, transfers = profile_steps(trainer, steps=1)
+    assert transfers == [] and counts["aten::item"] == 0
+    report = trainer.train_epoch()
+    assert math.isfinite(report.train_loss) and 0 <= report.val_acc <= 1
+    assert all(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True)
+               if a.dim() > 1)
 
 
 # -- reports ------------------------------------------------------------------------

@@ -12,19 +12,16 @@ GPU epoch; a trial restored after a crash continues exactly from its last one.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import ray
-import torch
 from ray import tune
 
+from trainables.checkpoint import load_checkpoint, save_checkpoint
 from trainables.config import RunConfig
 from trainables.predictions import pack_correct
 from trainables.training import EpochReport, Trainer
 from trainables.trial_plan import TrialPlan
-
-CHECKPOINT_FILE = "trainer.pt"
 
 
 def rate_trace_columns(report: EpochReport) -> dict[str, Any]:
@@ -71,13 +68,12 @@ class RegimeTrainable(tune.Trainable):
         return result
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        state = {"trainer": self.trainer.state_dict(), "train_seconds": self.train_seconds}
-        torch.save(state, os.path.join(checkpoint_dir, CHECKPOINT_FILE))
+        save_checkpoint(checkpoint_dir, self.trainer, train_seconds=self.train_seconds)
 
     def load_checkpoint(self, checkpoint: str) -> None:
         """Restore from `checkpoint`; tensors and plain data only, so a file planted in the
         storage path cannot run code (unpickling anything else raises)."""
-        state = torch.load(os.path.join(checkpoint, CHECKPOINT_FILE), weights_only=True)
+        state = load_checkpoint(checkpoint)
         self.trainer.load_state_dict(state["trainer"])
         self.train_seconds = state["train_seconds"]
 
