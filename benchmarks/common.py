@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from trainables.data import Dataset, Split  # noqa: E402  (needs ROOT on sys.path)
+from trainables.data import Dataset, Split, augment_batch  # noqa: E402  (needs ROOT on sys.path)
+from trainables.models import build_model  # noqa: E402
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
@@ -118,6 +120,52 @@ def random_image_dataset(
         noisy=torch.zeros(train, dtype=torch.bool),
         trusted=torch.ones(train, dtype=torch.bool),  # no label noise: every label is clean
     )
+
+
+def bare_training_epoch(
+    data: Dataset, *, model: str, batch_size: int, device: torch.device, seed: int = 0,
+    lr: float = 0.05,
+) -> Callable[[], None]:
+    """One epoch of a plain PyTorch loop, as a reference for the Trainer's loop overhead.
+
+    Same data on the device, same model and augmentation, but one parameter
+    group, a constant rate, torch's default SGD implementation and nothing the
+    Trainer adds (regime, rate schedule, per-layer groups). Each call trains
+    one epoch and reads the summed loss once.
+    """
+    torch.manual_seed(seed)
+    net = build_model(model, num_classes=data.num_classes, in_channels=data.input_shape[0])
+    net = net.to(device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    train = data.to(device).train
+    steps = max(1, len(train) // batch_size)
+
+    def epoch() -> None:
+        net.train()
+        order = torch.randperm(len(train), generator=generator, device=device)
+        total = torch.zeros((), device=device)
+        for index in order[: steps * min(batch_size, len(train))].view(steps, -1):
+            x = augment_batch(train.x[index], crop_padding=data.crop_padding, flip=data.flip,
+                              generator=generator)
+            loss = F.cross_entropy(net(x), train.y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+        total.item()
+
+    return epoch
+
+
+def asha_rungs(*, epochs: int, grace_period: int, reduction_factor: int) -> list[int]:
+    """The epochs at which ASHA judges trials: grace_period * reduction_factor**k below `epochs`."""
+    rungs, rung = [], grace_period
+    while rung < epochs:
+        rungs.append(rung)
+        rung *= reduction_factor
+    return rungs
 
 
 # -- machine and results ---------------------------------------------------

@@ -1,12 +1,24 @@
-"""Epoch time of every training regime as a ratio to conventional training.
+"""Cost of every training regime as a ratio to conventional training: step and full epoch.
 
 LeRaC's claim is that it costs nothing extra: it only changes learning rates.
 CBS pays for a blur after every 3x3 conv for all of training, per-instance
 rates for a look-ahead hypergradient. Every regime trains the same model on
-the same data with the same seed, and the epochs are interleaved in rounds
-(one epoch of each regime per round, in a fresh random order) so the noise of
-a shared machine hits all regimes alike; a regime's ratio is the median over
-rounds of its epoch time divided by conventional's in the same round.
+the same data with the same seed. Two costs are measured for each regime:
+
+- step: an epoch of training steps alone (`Trainer.fit_epoch`: no evaluation),
+  where a regime's extra work shows undiluted;
+- epoch: a full epoch as a sweep runs it (`Trainer.train_epoch`: training plus
+  validation; test accuracy only after the last epoch, which falls in the last
+  round for every regime alike).
+
+All measurements are interleaved in rounds (one step-epoch and one full epoch
+of each regime per round, in a fresh random order) so the noise of a shared
+machine hits all alike; a regime's ratio is the median over rounds of its time
+divided by conventional's in the same round, with the interquartile range of
+those ratios as its spread. A bare PyTorch loop (same model, data and
+augmentation; one parameter group, constant rate, torch's default SGD) is
+interleaved too: the Trainer's conventional step over it is the Trainer's own
+overhead.
 
 On the CPU the ratios use the process's CPU time (one torch thread, so it is
 the work the regime did), not wall time, which also counts the time other
@@ -34,25 +46,28 @@ from typing import Any
 import common
 
 from trainables.config import RunConfig
-from trainables.data import Dataset
+from trainables.data import Dataset, load_dataset
 from trainables.regimes import REGIME_NAMES
 from trainables.schedules import RateScheduler
 from trainables.training import Trainer, resolve_device
 
 NAME = "regime_overhead"
 BASELINE = "conventional"
+BARE = "bare loop"
 LERAC_BOUND = 1.02
+TRAINER_BOUND = 1.03
+KINDS = ("step", "epoch")
 # What each regime does beyond a conventional step (printed next to its cost).
 EXTRA_WORK = {
     "conventional": "baseline",
     "lerac": "per-layer rates only (rise active in every measured epoch)",
     "cbs": "depthwise 3x3 blur after every 3x3 conv (train and eval)",
-    "leap": "copy of the params + Gaussian noise per update element",
+    "leap": "copy of the params + one Gaussian draw for all update elements",
     "multirate": "slow layers skip backward on m-1 of m steps (cheaper)",
     "per_instance": "look-ahead hypergradient: double backward + meta batch",
 }
-HEADERS = ["regime", "median epoch s", "vs conventional", "IQR of ratio", "ratio of means",
-           "wall ratio", "extra work per step"]
+HEADERS = ["regime", "step s", "step vs conv.", "IQR", "epoch s", "epoch vs conv.", "IQR",
+           "epoch wall ratio", "extra work per step"]
 
 
 @dataclass(frozen=True)
@@ -100,65 +115,95 @@ def bookkeeping_seconds(trainer: Trainer, steps: int) -> float:
     return (time.process_time() - started) / steps
 
 
+def _ratio_summary(times: dict[str, list[float]], wall: dict[str, list[float]], regime: str,
+                   kind: str) -> dict[str, Any]:
+    key, base = f"{kind}/{regime}", f"{kind}/{BASELINE}"
+    ratios = common.paired_ratios(times, base)[key]
+    q1, median_ratio, q3 = common.quartiles(ratios)
+    return {
+        "median_s": common.quartiles(times[key])[1],
+        "ratio": median_ratio,
+        "ratio_q1": q1,
+        "ratio_q3": q3,
+        "mean_ratio": statistics.fmean(times[key]) / statistics.fmean(times[base]),
+        "wall_ratio": common.quartiles(common.paired_ratios(wall, base)[key])[1],
+        "seconds": times[key],
+    }
+
+
 def measure(case: Case, regimes: list[str], args: argparse.Namespace, clock: str) -> dict[str, Any]:
-    """Interleaved epoch times of every regime on one case, and their ratios to the baseline."""
-    trainers = {r: Trainer(regime_config(r, case, args), data=case.data) for r in regimes}
-    steps = trainers[BASELINE].steps_per_epoch
-    print(f"\n{case.label}: {len(regimes)} regimes x ({case.warmup} warm-up + {case.rounds}) "
-          f"epochs of {steps} steps", flush=True)
-    timings = common.round_robin(
-        {r: t.train_epoch for r, t in trainers.items()}, rounds=case.rounds, warmup=case.warmup
+    """Interleaved step-only and full-epoch times of every regime and of a bare loop."""
+    device = resolve_device(args.device)
+    data = case.data if case.data is not None else load_dataset(case.dataset)
+    tasks = {}
+    trainers = {}
+    for kind in KINDS:
+        for regime in regimes:
+            trainer = Trainer(regime_config(regime, case, args), data=data)
+            trainers[f"{kind}/{regime}"] = trainer
+            tasks[f"{kind}/{regime}"] = trainer.fit_epoch if kind == "step" else trainer.train_epoch
+    tasks[f"step/{BARE}"] = common.bare_training_epoch(
+        data, model=case.model, batch_size=args.batch_size, device=device
     )
+    reference = trainers[f"step/{BASELINE}"]
+    steps = reference.steps_per_epoch
+    print(f"\n{case.label}: {len(regimes)} regimes x 2 kinds + bare loop, ({case.warmup} warm-up + "
+          f"{case.rounds}) rounds of {steps}-step epochs", flush=True)
+    timings = common.round_robin(tasks, rounds=case.rounds, warmup=case.warmup)
     times = timings.cpu if clock == "cpu" else timings.wall
-    ratios = common.paired_ratios(times, BASELINE)
-    wall_ratios = common.paired_ratios(timings.wall, BASELINE)
-    rows = {}
-    for regime in regimes:
-        q1, median_ratio, q3 = common.quartiles(ratios[regime])
-        rows[regime] = {
-            "median_epoch_s": common.quartiles(times[regime])[1],
-            "ratio": median_ratio,
-            "ratio_q1": q1,
-            "ratio_q3": q3,
-            "mean_ratio": statistics.fmean(times[regime]) / statistics.fmean(times[BASELINE]),
-            "wall_ratio": common.quartiles(wall_ratios[regime])[1],
-            "epoch_cpu_s": timings.cpu[regime],
-            "epoch_wall_s": timings.wall[regime],
-        }
+    rows = {
+        regime: {kind: _ratio_summary(times, timings.wall, regime, kind) for kind in KINDS}
+        for regime in regimes
+    }
+    bare_ratios = common.paired_ratios(times, f"step/{BARE}")[f"step/{BASELINE}"]
+    q1, median_ratio, q3 = common.quartiles(bare_ratios)
     result: dict[str, Any] = {
         "label": case.label,
         "model": case.model,
         "dataset": case.dataset,
-        "train_examples": len(trainers[BASELINE].data.train),
-        "eval_examples": len(trainers[BASELINE].data.val) + len(trainers[BASELINE].data.test),
+        "train_examples": len(reference.data.train),
+        "val_examples": len(reference.data.val),
+        "test_examples": len(reference.data.test),
         "steps_per_epoch": steps,
         "warmup_rounds": case.warmup,
         "rounds": case.rounds,
         "clock": clock,
         "regimes": rows,
+        "trainer_vs_bare": {"ratio": median_ratio, "ratio_q1": q1, "ratio_q3": q3,
+                            "bare_median_s": common.quartiles(times[f"step/{BARE}"])[1]},
     }
-    if "lerac" in trainers:
+    if "lerac" in regimes:
         total_steps = steps * (case.warmup + case.rounds)
-        extra = (bookkeeping_seconds(trainers["lerac"], total_steps)
-                 - bookkeeping_seconds(trainers[BASELINE], total_steps))
-        step_s = rows[BASELINE]["median_epoch_s"] / steps
+        lerac, conventional = trainers["step/lerac"], reference
+        extra = bookkeeping_seconds(lerac, total_steps) - bookkeeping_seconds(conventional, total_steps)
+        step_s = rows[BASELINE]["step"]["median_s"] / steps
         result["lerac_bookkeeping"] = {"extra_s_per_step": extra, "share_of_step": extra / step_s}
     return result
 
 
 def table_rows(result: dict[str, Any]) -> list[list[str]]:
-    return [
-        [
+    rows = []
+    for regime, row in result["regimes"].items():
+        step, epoch = row["step"], row["epoch"]
+        rows.append([
             regime,
-            f"{row['median_epoch_s']:.3f}",
-            f"{row['ratio']:.3f}x",
-            f"{row['ratio_q1']:.2f}-{row['ratio_q3']:.2f}",
-            f"{row['mean_ratio']:.3f}x",
-            f"{row['wall_ratio']:.2f}x",
+            f"{step['median_s']:.3f}",
+            f"{step['ratio']:.3f}x",
+            f"{step['ratio_q1']:.2f}-{step['ratio_q3']:.2f}",
+            f"{epoch['median_s']:.3f}",
+            f"{epoch['ratio']:.3f}x",
+            f"{epoch['ratio_q1']:.2f}-{epoch['ratio_q3']:.2f}",
+            f"{epoch['wall_ratio']:.2f}x",
             EXTRA_WORK.get(regime, ""),
-        ]
-        for regime, row in result["regimes"].items()
-    ]
+        ])
+    return rows
+
+
+def trainer_line(result: dict[str, Any]) -> str:
+    bare = result["trainer_vs_bare"]
+    return (f"Trainer's conventional step vs a bare PyTorch loop: {bare['ratio']:.3f}x "
+            f"(IQR {bare['ratio_q1']:.3f}-{bare['ratio_q3']:.3f}; bare loop "
+            f"{bare['bare_median_s']:.3f} s per epoch)")
 
 
 def bookkeeping_line(result: dict[str, Any]) -> str:
@@ -208,13 +253,19 @@ def main() -> None:
         result = measure(case, args.regimes, args, clock)
         results.append(result)
         print(common.text_table(HEADERS, table_rows(result)))
-        print(bookkeeping_line(result), flush=True)
+        print(bookkeeping_line(result))
+        print(trainer_line(result), flush=True)
 
-    targets = [
-        common.Target(f"LeRaC epoch time / conventional, {r['label']}",
-                      r["regimes"]["lerac"]["ratio"], LERAC_BOUND, at_most=True)
-        for r in results if "lerac" in r["regimes"]
-    ]
+    targets = []
+    for r in results:
+        if "lerac" in r["regimes"]:
+            for kind in KINDS:
+                targets.append(common.Target(
+                    f"LeRaC {kind} time / conventional, {r['label']}",
+                    r["regimes"]["lerac"][kind]["ratio"], LERAC_BOUND, at_most=True,
+                ))
+        targets.append(common.Target(f"Trainer step / bare loop, {r['label']}",
+                                     r["trainer_vs_bare"]["ratio"], TRAINER_BOUND, at_most=True))
     info = common.machine_info(device)
     print(f"\n{common.machine_line(info)}")
     for target in targets:
@@ -233,20 +284,23 @@ def main() -> None:
     sections = [
         f"## Regime overhead (`benchmarks/{NAME}.py`)\n",
         f"Machine: {common.machine_line(info)}, {args.threads} torch thread(s).\n",
-        f"Epoch time (training plus validation and test evaluation; {clock} time"
-        f"{' of the process, the wall ratio beside it' if clock == 'cpu' else ''}) of each "
-        "regime at its default settings, interleaved in rounds. vs conventional = median over "
-        "rounds of the regime's epoch time over conventional's in the same round (robust to "
-        "noise; IQR = its spread); ratio of means = mean epoch time over conventional's, which "
-        "averages whole multirate cycles (a slow step every m = 5 steps) where epochs are "
-        "shorter than 5 steps, as in the resnet18 case, whose median shows fast steps only.\n",
+        f"Each regime at its default settings, interleaved in rounds ({clock} time"
+        f"{' of the process, the wall ratio beside it' if clock == 'cpu' else ''}). "
+        "**step** = an epoch of training steps alone (`Trainer.fit_epoch`); **epoch** = a full "
+        "epoch as the sweep runs it (`Trainer.train_epoch`: training + validation; test only "
+        "after the last epoch, in the last round for every regime). vs conv. = median over "
+        "rounds of the regime's time over conventional's in the same round; IQR = the spread "
+        "of those ratios over rounds. Where epochs are shorter than multirate's cycle (m = 5 "
+        "steps), as in the resnet18 case, its median shows fast steps only.\n",
     ]
     for r in results:
         sections.append(
-            f"### {r['label']}\n\n{r['train_examples']} train + {r['eval_examples']} eval "
-            f"examples, batch {args.batch_size} ({r['steps_per_epoch']} steps/epoch), "
-            f"{r['rounds']} rounds after {r['warmup_rounds']} warm-up.\n\n"
+            f"### {r['label']}\n\n{r['train_examples']} train, {r['val_examples']} validation, "
+            f"{r['test_examples']} test examples, batch {args.batch_size} "
+            f"({r['steps_per_epoch']} steps/epoch), {r['rounds']} rounds after "
+            f"{r['warmup_rounds']} warm-up.\n\n"
             f"{common.markdown_table(HEADERS, table_rows(r))}\n\n{bookkeeping_line(r)}.\n"
+            f"{trainer_line(r)}.\n"
         )
     sections.append("\n".join(f"- {t.line()}" for t in targets) + "\n")
     sections.append(f"Rerun: `python benchmarks/{NAME}.py` ({seconds:.0f} s here).")

@@ -501,3 +501,13 @@ def test_unknown_dataset_name_lists_the_known_ones():
     message = str(error.value)
     assert "imagenet" in message
     assert all(name in message for name in DATASET_NAMES)
+
+
+def test_augment_of_a_channels_last_batch_is_the_same_crop_in_the_same_layout():
+    x = numbered_batch(batch=32, channels=3)
+    nchw = augment_batch(x, crop_padding=2, flip=True, generator=torch.Generator().manual_seed(3))
+    for dtype in (torch.float32, torch.bfloat16):
+        batch = x.to(dtype=dtype, memory_format=torch.channels_last)
+        out = augment_batch(batch, crop_padding=2, flip=True, generator=torch.Generator().manual_seed(3))
+        assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(out, nchw.to(dtype))

@@ -24,6 +24,9 @@ def test_prints_progress_per_epoch_and_final_accuracies(tmp_path, capsys):
     code, result, printed = run(["--regime", "lerac", "--epochs", "2", "--curriculum-epochs", "1"], tmp_path, capsys)
     assert code == 0
     assert printed.count("epoch ") == 2 and "lr[stem]" in printed and "lr[head]" in printed
+    first, last = [line for line in printed.splitlines() if line.startswith("epoch ")]
+    assert "val " in first and "test " not in first  # test accuracy is measured at the end only
+    assert f"test {100 * result['test_acc']:6.2f}%" in last
     assert f"final test accuracy: {100 * result['test_acc']:.2f}%" in printed
     assert result["config"]["regime"] == "lerac" and result["config"]["curriculum_epochs"] == 1.0
 

@@ -180,21 +180,26 @@ def augment_batch(
 ) -> torch.Tensor:
     """Random crop (zero padding) and horizontal flip of a batch, per example, on x's device.
 
-    Random numbers come from the CPU `generator` (a few small tensors moved to
-    the device), so a run is reproducible and its augmentation state can be
-    checkpointed with the generator. Returns `x` itself when nothing is enabled.
+    Random numbers are drawn on x's device from `generator`, which must live
+    there: nothing crosses between host and device, so on a GPU the step never
+    waits for a copy (a CPU generator would need a blocking transfer per
+    draw). The run stays reproducible, and the augmentation state is
+    checkpointed with the generator. The result keeps x's dtype and memory
+    format (NCHW or channels_last). Returns `x` itself when nothing is enabled.
     """
     if crop_padding == 0 and not flip:
         return x
     batch, channels, height, width = x.shape
     device = x.device
-    offsets = torch.zeros(2, batch, dtype=torch.int64)
     if crop_padding > 0:
-        offsets = torch.randint(0, 2 * crop_padding + 1, (2, batch), generator=generator)
-    offsets = offsets.to(device)
+        offsets = torch.randint(
+            0, 2 * crop_padding + 1, (2, batch), generator=generator, device=device
+        )
+    else:
+        offsets = torch.zeros(2, batch, dtype=torch.int64, device=device)
     cols = torch.arange(width, device=device).expand(batch, width)
     if flip:
-        mirrored = (torch.rand(batch, generator=generator) < 0.5).to(device)
+        mirrored = torch.rand(batch, generator=generator, device=device) < 0.5
         cols = torch.where(mirrored[:, None], cols.flip(-1), cols)
     # One gather over each padded image's flattened pixels does crop and flip:
     # the window's positions per example (columns reversed when mirrored),
@@ -202,11 +207,20 @@ def augment_batch(
     # flipping and selecting, and fewer kernels on the GPU.
     rows = offsets[0, :, None] + torch.arange(height, device=device)
     cols = offsets[1, :, None] + cols
-    window = (rows[:, :, None] * (width + 2 * crop_padding) + cols[:, None, :]).reshape(batch, 1, -1)
+    window = (rows[:, :, None] * (width + 2 * crop_padding) + cols[:, None, :]).reshape(batch, -1)
     padded = F.pad(x, (crop_padding,) * 4) if crop_padding > 0 else x
-    return padded.flatten(2).gather(2, window.expand(-1, channels, -1)).reshape(
-        batch, channels, height, width
-    )
+    if _is_channels_last(x):
+        # Pixels are rows of `channels` values in memory: gather whole pixels (NHWC).
+        pixels = padded.permute(0, 2, 3, 1).reshape(batch, -1, channels)
+        picked = pixels.gather(1, window[:, :, None].expand(-1, -1, channels))
+        return picked.view(batch, height, width, channels).permute(0, 3, 1, 2)
+    picked = padded.flatten(2).gather(2, window[:, None, :].expand(-1, channels, -1))
+    return picked.view(batch, channels, height, width)
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """True for a channels_last batch with more than one channel (one channel is both layouts)."""
+    return x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def _stratified_split(

@@ -2,7 +2,9 @@
 
 Every shared and regime setting is a flag; `--config FILE.yaml` supplies them
 from a file (flags given on the command line win). Prints one line per epoch
-and the final validation and test accuracy; deterministic on the CPU for a seed.
+(validation accuracy every epoch; test accuracy is measured after the last
+epoch only) and the final validation and test accuracy; deterministic on the
+CPU for a seed.
 """
 
 from __future__ import annotations
@@ -71,11 +73,13 @@ def resolve_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
 
 
 def format_epoch(report: EpochReport, epochs: int) -> str:
+    """One progress line; test accuracy appears only on epochs where it was measured."""
     rates = list(report.layer_rates.items())
     (first, first_rate), (last, last_rate) = rates[0], rates[-1]
+    test = "" if report.test_acc is None else f"  test {100 * report.test_acc:6.2f}%"
     return (
         f"epoch {report.epoch:>3}/{epochs}  loss {report.train_loss:.4f}  "
-        f"val {100 * report.val_acc:6.2f}%  test {100 * report.test_acc:6.2f}%  "
+        f"val {100 * report.val_acc:6.2f}%{test}  "
         f"lr[{first}] {first_rate:.2e}  lr[{last}] {last_rate:.2e}  {report.epoch_seconds:.2f}s"
     )
 

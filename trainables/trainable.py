@@ -2,57 +2,78 @@
 
 Kept apart from the rest of `trainables` so that the library imports and
 tests without Ray; `trainables.RegimeTrainable` loads this module on demand.
+
+Checkpoints are written only when the result asks for them
+(`should_checkpoint`): at the epochs the sweep names under the config key
+`"sweep"` (ASHA's rungs) and after the last epoch, never by a per-epoch
+frequency. A ResNet-18 checkpoint (about 85 MiB) would otherwise stall a fast
+GPU epoch; a trial restored after a crash continues exactly from its last one.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import ray
-import torch
 from ray import tune
 
+from trainables.checkpoint import load_checkpoint, save_checkpoint
 from trainables.config import RunConfig
 from trainables.predictions import pack_correct
-from trainables.training import Trainer
+from trainables.training import EpochReport, Trainer
+from trainables.trial_plan import TrialPlan
 
-CHECKPOINT_FILE = "trainer.pt"
+
+def rate_trace_columns(report: EpochReport) -> dict[str, Any]:
+    """The epoch's rate samples as `{"steps": [t, ...], "rates": {layer: [rate, ...]}}`."""
+    return {
+        "steps": [step for step, _ in report.rate_trace],
+        "rates": {
+            name: [rates[name] for _, rates in report.rate_trace] for name in report.layer_rates
+        },
+    }
 
 
 class RegimeTrainable(tune.Trainable):
-    """Trains the run described by its flat config dict; reports once per epoch."""
+    """Trains the run described by its flat config dict; reports once per epoch.
+
+    The config's reserved key `"sweep"` (see `trainables.trial_plan`) says at
+    which epochs to checkpoint and to measure test accuracy; it is not part of
+    the run config.
+    """
 
     def setup(self, config: dict[str, Any]) -> None:
         self._build(config)
 
     def _build(self, config: dict[str, Any]) -> None:
-        self.trainer = Trainer(RunConfig.from_dict({k: v for k, v in config.items() if k != "sweep"}))
+        run_config, self.plan = TrialPlan.split(config)
+        self.trainer = Trainer(RunConfig.from_dict(run_config))
         self.train_seconds = 0.0
 
     def step(self) -> dict[str, Any]:
-        report = self.trainer.train_epoch()
+        epoch = self.trainer.epoch + 1
+        report = self.trainer.train_epoch(test=self.plan.test_due(epoch))
         self.train_seconds += report.epoch_seconds
-        done = report.diverged or self.trainer.finished
-        extra = {}
-        if done:
-            test = self.trainer.data.test
-            extra["test_correct"] = pack_correct((self.trainer.predict(test) == test.y.cpu()).numpy())
-        return {
-            **extra,
+        result = {
             **report.metrics(),
+            "rate_trace": rate_trace_columns(report),
             "train_seconds": self.train_seconds,
             "device": str(self.trainer.device),
             "node_id": ray.get_runtime_context().get_node_id(),
-            "done": done,
+            "should_checkpoint": self.plan.checkpoint_due(epoch, last=self.trainer.finished),
+            "done": report.diverged or self.trainer.finished,
         }
+        if report.test_correct is not None:
+            result["test_correct"] = pack_correct(report.test_correct)
+        return result
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        state = {"trainer": self.trainer.state_dict(), "train_seconds": self.train_seconds}
-        torch.save(state, os.path.join(checkpoint_dir, CHECKPOINT_FILE))
+        save_checkpoint(checkpoint_dir, self.trainer, train_seconds=self.train_seconds)
 
     def load_checkpoint(self, checkpoint: str) -> None:
-        state = torch.load(os.path.join(checkpoint, CHECKPOINT_FILE), weights_only=False)
+        """Restore from `checkpoint`; tensors and plain data only, so a file planted in the
+        storage path cannot run code (unpickling anything else raises)."""
+        state = load_checkpoint(checkpoint)
         self.trainer.load_state_dict(state["trainer"])
         self.train_seconds = state["train_seconds"]
 

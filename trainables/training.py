@@ -4,16 +4,25 @@ The whole dataset lives on the training device as tensors; each epoch draws one
 permutation and slices it into batches, so the loop has no per-example Python.
 All randomness after initialisation comes from generators the Trainer owns and
 checkpoints, which is what makes a restored run continue bit-identically.
+
+On a GPU nothing in a training step waits for the host: batches are indexed,
+augmented and drawn on the device (a device generator), the dataset is stored
+once in the step's layout and precision, the optimizer is fused, and the loss
+is summed on the device and read once per epoch. Validation accuracy is
+measured every epoch (learning curves and ASHA need it), test accuracy only
+when asked and at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from trainables import divergence
@@ -24,6 +33,8 @@ from trainables.models import build_model
 from trainables.regimes import RegimeContext, regime_class
 
 EVAL_BATCH = 1024
+# Rate samples per epoch while a curriculum runs: enough to draw its rise.
+TRACE_SAMPLES = 10
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,47 +49,116 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExecutionPlan:
+    """Memory layout and precision of the model, the stored dataset and the step.
+
+    Chosen at run time from the device (`for_device`): on a GPU channels_last
+    with bf16 autocast, the dataset stored once as bf16 channels_last (the
+    first convolution would cast every batch to bf16 anyway); on the CPU NCHW
+    in full precision, which keeps runs bit-reproducible (the team's rule,
+    although channels_last measured 10-20% faster per CPU epoch here).
+    Benchmarks pass other plans to compare them.
+    """
+
+    channels_last: bool = False
+    bf16: bool = False
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> ExecutionPlan:
+        on_gpu = device.type == "cuda"
+        return cls(channels_last=on_gpu, bf16=on_gpu)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.bf16:
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def place(self, data: Dataset, device: torch.device) -> Dataset:
+        """`data` on `device`, images converted (on the host, once) to the plan's layout."""
+        if self.channels_last or self.bf16:
+            dtype = torch.bfloat16 if self.bf16 else None
+
+            def converted(split: Split) -> Split:
+                return Split(split.x.to(dtype=dtype, memory_format=self.memory_format), split.y)
+
+            data = dataclasses.replace(
+                data, train=converted(data.train), val=converted(data.val), test=converted(data.test)
+            )
+        return data.to(device)
+
+
 @dataclass(frozen=True)
 class EpochReport:
-    """What one epoch produced; `diverged` as `trainables.divergence.diverged` rules."""
+    """What one epoch produced; `diverged` as `trainables.divergence.diverged` rules.
+
+    `test_acc` is None on epochs where test accuracy was not measured; where it
+    was, `test_correct` says which test examples the model got right (for
+    McNemar's test). `layer_rates` are the rates of the epoch's last step;
+    `rate_trace` holds (step, {layer: rate}) samples of rates the epoch's steps
+    used: about ten evenly spaced while a curriculum runs, else the last step.
+    """
 
     epoch: int
     train_loss: float
     val_acc: float
-    test_acc: float
+    test_acc: float | None
     epoch_seconds: float
     layer_rates: dict[str, float]
     diverged: bool
+    rate_trace: list[tuple[int, dict[str, float]]] = dataclasses.field(default_factory=list)
+    test_correct: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def metrics(self) -> dict[str, Any]:
-        """Flat metrics, as reported to Ray Tune and MLflow."""
+        """Flat metrics, as reported to Ray Tune and MLflow (no `test_acc` where not measured)."""
+        test = {} if self.test_acc is None else {"test_acc": self.test_acc}
         return {
             "epoch": self.epoch,
             "train_loss": self.train_loss,
             "val_acc": self.val_acc,
-            "test_acc": self.test_acc,
+            **test,
             "epoch_seconds": self.epoch_seconds,
             "diverged": self.diverged,
             **{f"lr/{name}": rate for name, rate in self.layer_rates.items()},
         }
 
 
-class Trainer:
-    """Builds data, model and regime from a `RunConfig` and trains epoch by epoch.
+def _compile_in_place(model: torch.nn.Module) -> None:
+    """`torch.compile` the model in place (parameter names and state_dict keys stay the same).
 
-    On a GPU the model and batches are channels_last under bf16 autocast; on
-    the CPU they stay NCHW in full precision (the team's rule, although
-    channels_last measured 10-20% faster per CPU epoch here).
+    Compiled graphs are cached per code object for the whole process, so with
+    reused actors a later run replays an earlier run's graph whenever its
+    guards pass. torch skips guards on module hooks by default, which replayed
+    a conventional graph for CBS (whose blur is a hook) and trained without
+    the blur. Guarding on hooks makes a run with other hooks compile its own
+    graph; runs with the same hooks still share one.
     """
+    torch._dynamo.config.skip_nnmodule_hook_guards = False
+    model.compile()
 
-    def __init__(self, config: RunConfig, data: Dataset | None = None):
+
+class Trainer:
+    """Builds data, model and regime from a `RunConfig` and trains epoch by epoch."""
+
+    def __init__(
+        self, config: RunConfig, data: Dataset | None = None, *, plan: ExecutionPlan | None = None
+    ):
         """`data`, when given, replaces the configured dataset (the config's data keys are
-        then ignored): benchmarks and tests use it to train on tensors built in memory."""
+        then ignored): benchmarks and tests use it to train on tensors built in memory.
+        `plan` replaces the device's default layout and precision (benchmarks compare them)."""
         self.config = config
         train = config.train
         self.device = resolve_device(train.device)
         self.on_gpu = self.device.type == "cuda"
-        if not self.on_gpu:
+        self.plan = plan or ExecutionPlan.for_device(self.device)
+        if self.on_gpu:
+            # Every step has the same shapes: let cuDNN time its algorithms once and keep the best.
+            torch.backends.cudnn.benchmark = True
+        else:
             torch.set_num_threads(train.cpu_threads)
         if data is None:
             data = load_dataset(
@@ -89,18 +169,18 @@ class Trainer:
                 label_noise=train.label_noise,
             )
         check_batch_fits(train.batch_size, len(data.train))
-        self.data = data.to(self.device)
+        self.data = self.plan.place(data, self.device)
         torch.manual_seed(train.seed)
         model = build_model(
             train.model, num_classes=self.data.num_classes, in_channels=self.data.input_shape[0]
-        ).to(self.device)
-        self.model = model.to(memory_format=torch.channels_last) if self.on_gpu else model
-        if train.compile:
-            # In place: parameter names, state_dict keys and layer groups stay the same.
-            self.model.compile()
-        self.batches = torch.Generator().manual_seed(train.seed)
+        )
+        self.model = model.to(self.device, memory_format=self.plan.memory_format)
+        # Shuffling and augmentation draw on the training device: no host-device copies.
+        self.batches = torch.Generator(device=self.device)
+        self.batches.manual_seed(train.seed)
         self.steps_per_epoch = max(1, len(self.data.train) // train.batch_size)
         self.epoch = 0
+        # The regime changes the model (CBS adds hooks) before it is compiled.
         self.regime = regime_class(train.regime)(
             config.regime,
             RegimeContext(
@@ -113,72 +193,130 @@ class Trainer:
                 autocast=self._autocast,
             ),
         )
+        if train.compile:
+            _compile_in_place(self.model)
+        self.layer_names = [group["name"] for group in self.regime.optimizer.param_groups]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on the GPU; full precision on the CPU."""
-        if self.on_gpu:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return self.plan.autocast(self.device)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """A batch in the model's memory format (channels_last on a GPU)."""
-        return x.contiguous(memory_format=torch.channels_last) if self.on_gpu else x
+        """A batch in the model's memory format (a no-op for batches already in it)."""
+        return x.contiguous(memory_format=self.plan.memory_format)
 
     @property
     def finished(self) -> bool:
         return self.epoch >= self.config.train.epochs
 
-    def train_epoch(self) -> EpochReport:
-        """Train one epoch, then measure validation and test accuracy."""
-        started = time.perf_counter()
-        train, data = self.config.train, self.data
+    # -- training ----------------------------------------------------------
+    def train_step(self, index: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on the training examples at `index` (a tensor on the device).
+
+        Returns the detached batch loss, still on the device: nothing here
+        reads a value back to the host.
+        """
+        train = self.data.train
+        x = augment_batch(
+            train.x[index], crop_padding=self.data.crop_padding, flip=self.data.flip,
+            generator=self.batches,
+        )
+        return self.regime.train_step(self._prepare(x), train.y[index], index)
+
+    def fit_epoch(self) -> float:
+        """One epoch of training steps without any evaluation; the mean training loss.
+
+        Reading the loss is the epoch's only wait for the device.
+        """
+        batch_size = min(self.config.train.batch_size, len(self.data.train))
         self.regime.start_epoch(self.epoch)
         self.model.train()
-        order = torch.randperm(len(data.train), generator=self.batches)
-        order = order[: self.steps_per_epoch * min(train.batch_size, len(data.train))]
-        batches = order.to(self.device).view(self.steps_per_epoch, -1)
+        order = torch.randperm(len(self.data.train), generator=self.batches, device=self.device)
+        batches = order[: self.steps_per_epoch * batch_size].view(self.steps_per_epoch, -1)
         loss_sum = torch.zeros((), device=self.device)
         for index in batches:
-            x = augment_batch(
-                data.train.x[index],
-                crop_padding=data.crop_padding,
-                flip=data.flip,
-                generator=self.batches,
-            )
-            loss_sum += self.regime.train_step(self._prepare(x), data.train.y[index], index)
-        train_loss = loss_sum.item() / self.steps_per_epoch
+            loss_sum += self.train_step(index)
         self.epoch += 1
-        val_acc, test_acc = self.evaluate(data.val), self.evaluate(data.test)
-        if self.on_gpu:
-            torch.cuda.synchronize(self.device)
+        return loss_sum.item() / self.steps_per_epoch
+
+    def train_epoch(self, *, test: bool = False) -> EpochReport:
+        """Train one epoch, then measure validation accuracy.
+
+        Test accuracy is measured when `test` is True, after the last epoch,
+        and when the loss diverged (which ends the run), so a run's last
+        report always has it.
+        """
+        started = time.perf_counter()
+        first_step = self.regime.scheduler.step_count
+        train_loss = self.fit_epoch()
+        diverged = divergence.diverged(train_loss, self.data.num_classes)
+        val_acc = self.evaluate(self.data.val)
+        test_acc, test_correct = None, None
+        if test or self.finished or diverged:
+            correct = self._correct(self.data.test)
+            test_acc = correct.float().mean().item()
+            test_correct = correct.cpu().numpy()
+        trace = self.rate_trace(first_step, self.regime.scheduler.step_count)
         return EpochReport(
             epoch=self.epoch,
             train_loss=train_loss,
             val_acc=val_acc,
             test_acc=test_acc,
             epoch_seconds=time.perf_counter() - started,
-            layer_rates=self.regime.layer_rates(),
-            diverged=divergence.diverged(train_loss, data.num_classes),
+            layer_rates=trace[-1][1] if trace else {},
+            diverged=diverged,
+            rate_trace=trace,
+            test_correct=test_correct,
         )
 
+    def rate_trace(self, start: int, stop: int) -> list[tuple[int, dict[str, float]]]:
+        """(step, {layer: rate}) of steps start..stop-1, read from the pure schedule (no sync).
+
+        About `TRACE_SAMPLES` evenly spaced steps (first and last included) when
+        the span starts inside a curriculum; otherwise the last step only.
+        """
+        if stop <= start:
+            return []
+        schedule = self.regime.scheduler.schedule
+        last = stop - 1
+        if schedule.in_curriculum(start):
+            count = min(TRACE_SAMPLES, stop - start)
+            spacing = (last - start) / max(1, count - 1)
+            steps = sorted({start + round(i * spacing) for i in range(count)})
+        else:
+            steps = [last]
+        return [(t, dict(zip(self.layer_names, schedule.rates_at(t), strict=True))) for t in steps]
+
+    # -- evaluation --------------------------------------------------------
     @torch.no_grad()
-    def predict(self, split: Split) -> torch.Tensor:
-        """Predicted class of every example of `split` (on the CPU), for accuracy and McNemar."""
+    def _predictions(self, split: Split) -> torch.Tensor:
+        """Predicted class of every example of `split`, on the device."""
         self.model.eval()
         predictions = []
         for start in range(0, len(split), EVAL_BATCH):
             with self._autocast():
                 logits = self.model(self._prepare(split.x[start : start + EVAL_BATCH]))
             predictions.append(logits.argmax(dim=1))
-        return torch.cat(predictions).cpu()
+        return torch.cat(predictions)
+
+    def _correct(self, split: Split) -> torch.Tensor:
+        """Whether each example of `split` is classified correctly (bool, on the device)."""
+        return self._predictions(split) == split.y
+
+    def predict(self, split: Split) -> torch.Tensor:
+        """Predicted class of every example of `split` (on the CPU), for McNemar."""
+        return self._predictions(split).cpu()
 
     def evaluate(self, split: Split) -> float:
         """Accuracy on `split`, a fraction in [0, 1]."""
-        return (self.predict(split) == split.y.cpu()).float().mean().item()
+        return self._correct(split).float().mean().item()
 
     # -- checkpoints -------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything a restored run needs to continue exactly."""
+        """Everything a restored run needs to continue exactly.
+
+        Only tensors, numbers, strings and containers of them, so that
+        `torch.load(weights_only=True)` reads it back.
+        """
         return {
             "epoch": self.epoch,
             "model": self.model.state_dict(),

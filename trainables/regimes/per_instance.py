@@ -52,7 +52,9 @@ class PerInstance(Regime):
     def __init__(self, settings: PerInstanceSettings, context: RegimeContext):
         super().__init__(settings, context)
         self.logits = torch.zeros(len(context.data.train), device=context.device)
-        self.meta_draws = torch.Generator().manual_seed(context.train.seed + 2)
+        # Held-out draws on the training device: no host-device copy per step.
+        self.meta_draws = torch.Generator(device=context.device)
+        self.meta_draws.manual_seed(context.train.seed + 2)
         self.trusted = context.data.trusted.nonzero().squeeze(1)
         self.named_params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.group_of = {id(p): i for i, g in enumerate(context.groups) for p in g.params}
@@ -79,8 +81,11 @@ class PerInstance(Regime):
         }
         buffers = {name: b.clone() for name, b in self.model.named_buffers()}
         train = self.context.data.train
-        draws = torch.randint(len(self.trusted), (self.settings.meta_batch_size,), generator=self.meta_draws)
-        meta = self.trusted[draws.to(self.context.device)]
+        draws = torch.randint(
+            len(self.trusted), (self.settings.meta_batch_size,), generator=self.meta_draws,
+            device=self.context.device,
+        )
+        meta = self.trusted[draws]
         meta_loss = self._per_example_loss(lookahead, buffers, train.x[meta], train.y[meta]).mean()
         (hypergradient,) = torch.autograd.grad(meta_loss, batch_logits, retain_graph=True)
         return hypergradient
