@@ -116,7 +116,8 @@ class TestPlantedEffects:
         tags, metrics = parent.data.tags, parent.data.metrics
         assert tags[schema.VERDICT] == schema.TIE and tags[schema.WINNER_REGIME] == schema.NONE
         assert set(tags[schema.TIED_REGIMES].split(",")) == {"conventional", "multirate"}
-        assert "**Verdict: tie**" in tags[schema.RUN_NOTE] and "| lerac |" in tags[schema.RUN_NOTE]
+        assert "**Verdict: tie (conventional, multirate within noise)**" in tags[schema.RUN_NOTE]
+        assert "| lerac |" in tags[schema.RUN_NOTE]
         assert metrics["p_holm/lerac"] < 0.05
         assert parent.data.params["protocol.trials_per_regime"] == str(options.num_trials)
         assert parent.data.params["protocol.rungs"] == "[2]"
