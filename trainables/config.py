@@ -15,7 +15,7 @@ from typing import Any
 
 from trainables.data import DATASET_NAMES
 from trainables.layers import GRANULARITIES
-from trainables.models import MODEL_NAMES
+from trainables.models import MODEL_NAMES, check_model_fits
 from trainables.settings import build_settings, setting, settings_dict
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adamax")
@@ -72,12 +72,46 @@ class TrainSettings:
         1, "torch threads when training on the CPU (results reproduce only with the same count)",
         check=_positive, rule="> 0",
     )
+    # -- text and audio datasets, pretrained models --------------------------------
+    pretrained: str = setting("", "bert, cvt13: local folder of pretrained weights (empty: random init)")
+    tokenizer: str = setting(
+        "", "text: local pretrained tokenizer folder (empty: the 'pretrained' folder if set, "
+        "else a WordPiece vocabulary trained on the training file and cached beside it)",
+    )
+    vocab_size: int = setting(
+        8000, "text: size of the trained WordPiece vocabulary", check=lambda v: v >= 16, rule=">= 16"
+    )
+    max_length: int = setting(
+        128, "text: tokens per example pair (truncated longest-first, padded)",
+        check=lambda v: 8 <= v <= 512, rule="in [8, 512]",
+    )
+    test_fold: int = setting(
+        5, "esc50: the official fold held out as test (validation: another fold, by data_seed)",
+        check=lambda v: 1 <= v <= 5, rule="in [1, 5]",
+    )
+    sample_rate: int = setting(16000, "audio: clips are resampled to this rate in Hz", check=_positive, rule="> 0")
+    n_mels: int = setting(128, "audio: mel bands of the log-mel spectrogram", check=_positive, rule="> 0")
+    hop_ms: float = setting(
+        10.0, "audio: spectrogram hop in ms (window 2.5 hops)", check=_positive, rule="> 0"
+    )
 
     def milestone_epochs(self) -> tuple[int, ...]:
         """The step schedule's milestones, defaulting to 50% and 75% of training."""
         if self.milestones:
             return self.milestones
         return (max(1, self.epochs // 2), max(1, (3 * self.epochs) // 4))
+
+    def data_options(self) -> dict[str, Any]:
+        """The settings only text and audio datasets read, as `load_dataset` keywords."""
+        return {
+            "tokenizer": self.tokenizer or self.pretrained,
+            "vocab_size": self.vocab_size,
+            "max_length": self.max_length,
+            "test_fold": self.test_fold,
+            "sample_rate": self.sample_rate,
+            "n_mels": self.n_mels,
+            "hop_ms": self.hop_ms,
+        }
 
 
 TRAIN_KEYS = frozenset(TrainSettings.__dataclass_fields__)
@@ -104,6 +138,7 @@ class RunConfig:
         regime = build_settings(regime_type.Settings, own, owner=f"regime '{regime_name}'")
         if train.nesterov and (train.optimizer != "sgd" or train.momentum == 0):
             raise ValueError("setting 'nesterov' needs optimizer 'sgd' with momentum > 0")
+        check_model_fits(train.model, dataset=train.dataset, pretrained=train.pretrained)
         regime_type.check_compatible(train, regime)
         return cls(train=train, regime=regime)
 

@@ -77,10 +77,9 @@ def format_epoch(report: EpochReport, epochs: int) -> str:
     )
 
 
-def run(config: RunConfig, *, quiet: bool = False) -> EpochReport:
+def run(trainer: Trainer, *, quiet: bool = False) -> EpochReport:
     """Train to the end (or divergence), printing progress; returns the last report."""
-    trainer = Trainer(config)
-    train = config.train
+    train = trainer.config.train
     if not quiet:
         print(f"{train.regime} on {train.dataset} with {train.model}, {train.epochs} epochs, "
               f"device {trainer.device}, seed {train.seed}", flush=True)
@@ -105,10 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        report = run(config, quiet=args.quiet)
-    except FileNotFoundError as error:
+        trainer = Trainer(config)  # data, model and regime: a regime that cannot apply says so here
+    except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    report = run(trainer, quiet=args.quiet)
     print(f"final validation accuracy: {100 * report.val_acc:.2f}%")
     print(f"final test accuracy: {100 * report.test_acc:.2f}%")
     recorded = metadata.get("recorded_test_acc")

@@ -85,11 +85,13 @@ class Trainer:
                 data_seed=train.data_seed,
                 download=train.download,
                 label_noise=train.label_noise,
+                **train.data_options(),
             )
         self.data = data.to(self.device)
         torch.manual_seed(train.seed)
         model = build_model(
-            train.model, num_classes=self.data.num_classes, in_channels=self.data.input_shape[0]
+            train.model, num_classes=self.data.num_classes, in_channels=self.data.input_shape[0],
+            vocab_size=self.data.vocab_size, pretrained=train.pretrained,
         ).to(self.device)
         self.model = model.to(memory_format=torch.channels_last) if self.on_gpu else model
         if train.compile:
@@ -118,8 +120,8 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """A batch in the model's memory format (channels_last on a GPU)."""
-        return x.contiguous(memory_format=torch.channels_last) if self.on_gpu else x
+        """A batch in the model's memory format (channels_last on a GPU; token batches as they are)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.on_gpu and x.dim() == 4 else x
 
     @property
     def finished(self) -> bool:
@@ -142,6 +144,8 @@ class Trainer:
                 flip=data.flip,
                 generator=self.batches,
             )
+            if data.masking is not None:  # audio: SpecAugment-style masks, per dataset policy
+                x = data.masking(x, generator=self.batches)
             loss_sum += self.regime.train_step(self._prepare(x), data.train.y[index], index)
         train_loss = loss_sum.item() / self.steps_per_epoch
         self.epoch += 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trainables.config import TrainSettings
-from trainables.curriculum import SHAPES, initial_rates
+from trainables.curriculum import SHAPES, lowered_initial_rates
 from trainables.regimes.base import Regime
 from trainables.schedules import Curriculum, LayerRateSchedule
 from trainables.settings import setting
@@ -31,6 +31,10 @@ class LeracSettings:
     update_every: int = setting(
         1, "steps between rate updates during the rise (1 = every iteration)",
         check=lambda v: v >= 1, rule=">= 1",
+    )
+    curriculum_layers: int = setting(
+        0, "how many of the deepest layer groups start low and rise (0 = all; 2 on bert = "
+        "pooler and classifier, the official BERT variant)", check=lambda v: v >= 0, rule=">= 0",
     )
 
 
@@ -56,8 +60,9 @@ class Lerac(Regime):
     def rate_schedule(self) -> LayerRateSchedule:
         k_steps = self.curriculum_steps()
         num_layers = len(self.context.groups)
-        initial = initial_rates(
-            num_layers, self.context.train.lr, self.settings.decay_base, self.settings.eta_min
+        initial = lowered_initial_rates(
+            num_layers, self.context.train.lr, self.settings.decay_base, self.settings.eta_min,
+            lowered=self.settings.curriculum_layers,
         )
         return LayerRateSchedule(
             num_layers=num_layers,
