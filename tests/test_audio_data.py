@@ -83,6 +83,7 @@ def test_spectrograms_are_cached_by_feature_settings(esc50):
     shutil.rmtree(copy / "ESC-50-master" / "audio")  # the cache alone suffices
     again = load_dataset("esc50", data_dir=copy, **FEATURES)
     assert torch.equal(first.train.x, again.train.x) and torch.equal(first.test.y, again.test.y)
+    check_dataset_available("esc50", data_dir=copy)  # a cached dataset counts as present
     with pytest.raises(FileNotFoundError, match="audio"):  # other features need the audio
         load_dataset("esc50", data_dir=copy, **{**FEATURES, "n_mels": 8})
 

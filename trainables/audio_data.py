@@ -92,7 +92,18 @@ class AudioClips:
 
 
 def missing_audio_files(name: str, data_dir: Path) -> str | None:
-    """A one-line explanation when the dataset's files are absent, else None."""
+    """A one-line explanation when the dataset's files are absent, else None.
+
+    A folder holding only cached spectrograms counts as present (as Tiny
+    ImageNet's decode cache does); loading other features then names the files.
+    """
+    if next((data_dir / (ESC50_DIR if name == "esc50" else CREMAD_DIR)).glob("logmel-*.pt"), None):
+        return None
+    return _missing_raw_files(name, data_dir)
+
+
+def _missing_raw_files(name: str, data_dir: Path) -> str | None:
+    """A one-line explanation when the official audio files are absent, else None."""
     if name == "esc50":
         root = data_dir / ESC50_DIR
         for needed in (root / "meta" / "esc50.csv", root / "audio"):
@@ -114,12 +125,12 @@ def missing_audio_files(name: str, data_dir: Path) -> str | None:
 def load_audio(name: str, *, data_dir: Path, features: AudioFeatures) -> AudioClips:
     """Every clip of `name` as a log-mel spectrogram, from the cache when there is one."""
     features.check()
-    problem = missing_audio_files(name, data_dir)
     root = data_dir / (ESC50_DIR if name == "esc50" else CREMAD_DIR)
     cache = root / features.cache_name()
     if cache.is_file():
         saved = torch.load(cache, weights_only=True)
         return AudioClips(saved["x"].float(), saved["y"], saved["group"])
+    problem = _missing_raw_files(name, data_dir)
     if problem:
         raise FileNotFoundError(problem)
     files, labels, groups = _esc50_index(root) if name == "esc50" else _cremad_index(root)
