@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from trainables.curriculum import SHAPES, initial_rates, rise
+from trainables.curriculum import SHAPES, initial_rates, lowered_initial_rates, rise
 
 
 def expected(shape: str, t: float, k: float, start: float, target: float) -> float:
@@ -84,3 +84,17 @@ def test_shapes_differ_midway():
 def test_unknown_shape():
     with pytest.raises(ValueError, match="unknown rise shape 'square'"):
         rise("square", 1, 10, 0.01, 0.1)
+
+
+class TestLoweredInitialRates:
+    def test_only_the_deepest_groups_start_low(self):
+        """The official BERT variant: pooler and classifier start low, the rest at eta0."""
+        rates = lowered_initial_rates(7, 5e-5, 0.1, 1e-9, lowered=2)
+        assert rates == pytest.approx([5e-5] * 5 + [5e-6, 5e-7], rel=1e-9)
+
+    def test_the_floor_applies_to_the_lowered_groups(self):
+        assert lowered_initial_rates(5, 0.1, 0.01, 1e-4, lowered=3) == pytest.approx([0.1, 0.1, 1e-3, 1e-4, 1e-4])
+
+    @pytest.mark.parametrize("lowered", [0, 7, 9])
+    def test_zero_or_all_groups_is_the_paper_rule(self, lowered):
+        assert lowered_initial_rates(7, 0.1, 0.1, 1e-6, lowered=lowered) == initial_rates(7, 0.1, 0.1, 1e-6)

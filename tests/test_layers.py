@@ -9,13 +9,14 @@ import torch
 from torch import nn
 
 from trainables.layers import GRANULARITIES, LayerGroup, layer_groups
-from trainables.models import MODEL_NAMES, build_model
+from trainables.models import MODEL_MODALITIES, MODEL_NAMES, build_model
 
 
 @cache
 def _model(name: str) -> nn.Module:
     torch.manual_seed(0)
-    return build_model(name, num_classes=10, in_channels=3)
+    vocab = 50 if "text" in MODEL_MODALITIES[name] else None
+    return build_model(name, num_classes=10, in_channels=3, vocab_size=vocab)
 
 
 def _names(groups: list[LayerGroup]) -> list[str]:
@@ -158,3 +159,65 @@ def test_frozen_parameters_are_excluded(granularity: str) -> None:
 def test_unknown_granularity() -> None:
     with pytest.raises(ValueError, match="layer"):
         layer_groups(_mlp(), "layer")
+
+
+# ---------------------------------------------------------------- text, audio and CvT models
+
+
+def test_bert_blocks_are_embeddings_each_encoder_layer_pooler_classifier() -> None:
+    model = _model("bert")
+    groups = layer_groups(model)
+    assert _names(groups) == ["embeddings", "layer.0", "layer.1", "layer.2", "layer.3", "pooler", "classifier"]
+    bert = model.net.bert
+    assert _ids(groups[0].params) == _ids(bert.embeddings.parameters())
+    assert _ids(groups[2].params) == _ids(bert.encoder.layer[1].parameters())
+    assert _ids(groups[-2].params) == _ids(bert.pooler.parameters())
+    assert _ids(groups[-1].params) == _ids(model.net.classifier.parameters())
+
+
+def test_lstm_blocks_keep_both_directions_of_a_layer_together() -> None:
+    model = _model("lstm")
+    groups = layer_groups(model)
+    assert _names(groups) == ["embed", "layers.0", "layers.1", "head"]
+    layer = model.layers[1]
+    assert set(_ids(groups[2].params)) == set(_ids([*layer.forward_lstm.parameters(),
+                                                    *layer.backward_lstm.parameters()]))
+    assert _names(layer_groups(model, "module"))[:4] == [
+        "embed.tokens", "embed.segments", "layers.0.forward_lstm", "layers.0.backward_lstm"]
+
+
+def test_septr_blocks_are_embedding_each_separable_block_head() -> None:
+    model = _model("septr")
+    groups = layer_groups(model)
+    assert _names(groups) == ["embed", "blocks.0", "blocks.1", "blocks.2", "head"]
+    assert id(model.embed.cls_token) in _ids(groups[0].params)  # the class token starts there
+    assert set(_ids(groups[1].params)) == set(_ids(model.blocks[0].parameters()))
+
+
+def test_cvt13_blocks_follow_the_official_lerac_code() -> None:
+    """One group per block (13); a stage's token embedding, and the class token, join its first block."""
+    model = _model("cvt13")
+    groups = layer_groups(model)
+    assert _names(groups) == ["stage0.0", "stage1.0", "stage1.1", *(f"stage2.{b}" for b in range(10)), "head"]
+    stage2 = model.net.cvt.encoder.stages[2]
+    first = set(_ids(groups[3].params))
+    assert set(_ids(stage2.embedding.parameters())) <= first and id(stage2.cls_token) in first
+    assert set(_ids(groups[-1].params)) == set(_ids([*model.net.layernorm.parameters(),
+                                                     *model.net.classifier.parameters()]))
+
+
+class _Forgetful(nn.Module):
+    """Declares its blocks but leaves one parameter out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.head = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def layer_blocks(self):
+        yield "body", self.body.parameters()
+
+
+def test_declared_blocks_must_cover_every_parameter() -> None:
+    with pytest.raises(ValueError, match="leaves out parameter 'head.weight'"):
+        layer_groups(_Forgetful())
+    assert _names(layer_groups(_Forgetful(), "module")) == ["body", "head"]  # module: the tree

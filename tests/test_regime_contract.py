@@ -1,14 +1,20 @@
 """The contract every regime must pass (like Optuna's sampler test suite).
 
 A new regime is registered in `trainables.regimes.REGIMES`; it must then add its
-quick-training settings to `QUICK_SETTINGS` and pass every test here.
+quick-training settings to `QUICK_SETTINGS` and pass every test here: on digits
+with small_cnn, and on a small text task (RTE format, BERT) and a small audio
+task (ESC-50 format, small_cnn on log-mel spectrograms) that the tests write in
+the official formats. A regime that cannot apply to a task's model is listed in
+`NOT_APPLICABLE` and must refuse it with one clear error.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+from pathlib import Path
 
+import official_formats
 import pytest
 import torch
 
@@ -189,3 +195,101 @@ def test_optional_setting_round_trips_as_none():
     config = RunConfig.from_dict({"regime": "lerac"})
     assert config.regime.head_scale is None
     assert RunConfig.from_params(config.to_params()) == config
+
+
+# ---------------------------------------------------------------- text and audio tasks
+
+# Tiny but learnable: a keyword decides the RTE label; a tone's frequency the ESC-50 class.
+TASKS: dict[str, dict] = {
+    "text": {"dataset": "rte", "model": "bert", "max_length": 20, "vocab_size": 120,
+             "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "batch_size": 8,
+             "epochs": 3, "seed": 3},
+    "audio": {"dataset": "esc50", "model": "small_cnn", "sample_rate": 8000, "n_mels": 16,
+              "hop_ms": 50, "lr": 0.05, "batch_size": 8, "epochs": 6, "seed": 3},
+}
+TASK_CHANCE = {"text": 0.5, "audio": 0.25}  # RTE: 2 classes; the ESC-50 files: 4 tones
+# Settings a regime needs on a task beyond QUICK_SETTINGS: a held-out batch that fits the tiny
+# data; multirate's slow layers step every m = 2 iterations, so BERT needs more epochs to learn.
+TASK_SETTINGS = {("text", "per_instance"): {"meta_batch_size": 16},
+                 ("audio", "per_instance"): {"meta_batch_size": 16},
+                 ("text", "multirate"): {"epochs": 5}}
+# Regimes that cannot apply to a task's model, and the words their error must contain.
+NOT_APPLICABLE = {("text", "cbs"): "3x3 convolutions"}
+SLOW_CASES = {("text", "per_instance")}  # a double backward through BERT: ~10 s here
+APPLICABLE = [
+    pytest.param(task, regime, marks=[pytest.mark.slow] if (task, regime) in SLOW_CASES else [])
+    for task in TASKS for regime in REGIME_NAMES if (task, regime) not in NOT_APPLICABLE
+]
+
+
+@pytest.fixture(scope="module")
+def task_data(tmp_path_factory) -> Path:
+    """One folder with the RTE and ESC-50 files (its caches are built by the first test)."""
+    root = tmp_path_factory.mktemp("official")
+    official_formats.write_rte(root, train=160, val=40)
+    official_formats.write_esc50(root, per_class_per_fold=6)
+    return root
+
+
+def task_config(task: str, regime: str, data_dir: Path, **overrides) -> RunConfig:
+    return RunConfig.from_dict({
+        **TASKS[task], "data_dir": str(data_dir), "regime": regime, **QUICK_SETTINGS[regime],
+        **TASK_SETTINGS.get((task, regime), {}), **overrides,
+    })
+
+
+@pytest.mark.parametrize(("task", "regime"), APPLICABLE)
+class TestTextAndAudioTasks:
+    def test_trains_well_above_chance(self, task, regime, task_data):
+        trainer = Trainer(task_config(task, regime, task_data))
+        reports = [trainer.train_epoch() for _ in range(trainer.config.train.epochs)]
+        assert not any(report.diverged for report in reports)
+        assert reports[-1].val_acc >= TASK_CHANCE[task] + 0.3
+        assert reports[-1].test_acc >= TASK_CHANCE[task] + 0.3
+        assert reports[-1].train_loss < reports[0].train_loss
+
+    def test_checkpoint_round_trip_continues_identically(self, task, regime, task_data):
+        original = Trainer(task_config(task, regime, task_data, epochs=2))
+        original.train_epoch()
+        buffer = io.BytesIO()
+        torch.save(original.state_dict(), buffer)
+        expected = original.train_epoch()
+        restored = Trainer(task_config(task, regime, task_data, epochs=2, seed=99))
+        buffer.seek(0)
+        restored.load_state_dict(torch.load(buffer, weights_only=True))
+        resumed = restored.train_epoch()
+        assert dataclasses.replace(resumed, epoch_seconds=0) == dataclasses.replace(expected, epoch_seconds=0)
+        assert (resumed.test_correct == expected.test_correct).all()
+
+
+@pytest.mark.parametrize(("task", "regime"), list(NOT_APPLICABLE))
+def test_a_regime_that_cannot_apply_says_why(task, regime, task_data):
+    with pytest.raises(ValueError, match=NOT_APPLICABLE[(task, regime)]):
+        Trainer(task_config(task, regime, task_data))
+
+
+@pytest.mark.parametrize("model", ["lstm", "septr"])
+def test_cbs_refuses_models_without_3x3_convolutions(model, task_data):
+    task = "text" if model == "lstm" else "audio"
+    with pytest.raises(ValueError, match=f"3x3 convolutions; '{model}' has none"):
+        Trainer(task_config(task, "cbs", task_data, model=model))
+
+
+def test_audio_masking_is_reproducible_and_changes_training(task_data):
+    first, second, unmasked = (Trainer(task_config("audio", "conventional", task_data)) for _ in range(3))
+    assert first.data.masking is not None
+    unmasked.data = dataclasses.replace(unmasked.data, masking=None)
+    a, b, c = first.train_epoch(), second.train_epoch(), unmasked.train_epoch()
+    assert a.train_loss == b.train_loss
+    assert a.train_loss != c.train_loss
+
+
+def test_lerac_official_bert_variant_lowers_only_pooler_and_classifier(task_data):
+    trainer = Trainer(task_config("text", "lerac", task_data, curriculum_layers=2, curriculum_epochs=2))
+    lr = TASKS["text"]["lr"]
+    rates = trainer.regime.layer_rates()
+    assert list(rates) == ["embeddings", "layer.0", "layer.1", "layer.2", "layer.3", "pooler", "classifier"]
+    assert list(rates.values()) == pytest.approx([lr] * 5 + [lr * 0.1, lr * 0.01])
+    trainer.train_epoch()  # half way through the rise: only the lowered groups are below eta0
+    rates = list(trainer.regime.layer_rates().values())
+    assert rates[:5] == pytest.approx([lr] * 5) and lr * 0.01 < rates[-1] < rates[-2] < lr

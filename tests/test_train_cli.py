@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import official_formats
 import pytest
 import yaml
 
@@ -141,7 +142,8 @@ def test_help_lists_every_setting(capsys):
     printed = capsys.readouterr().out
     assert exit_info.value.code == 0
     for flag in ("--curriculum-epochs", "--decay-base", "--cbs-sigma", "--leap-sigma",
-                 "--multirate-m", "--instance-lr", "--milestones", "--compile"):
+                 "--multirate-m", "--instance-lr", "--milestones", "--compile", "--tokenizer",
+                 "--pretrained", "--max-length", "--test-fold", "--n-mels", "--curriculum-layers"):
         assert flag in printed
 
 
@@ -150,3 +152,56 @@ def test_config_file_must_be_a_mapping(tmp_path, capsys):
     path.write_text(yaml.safe_dump([1, 2]))
     code, _, printed = run(["--config", str(path)], tmp_path, capsys)
     assert code == 2 and "must hold a mapping" in printed
+
+
+# ---------------------------------------------------------------- text and audio
+
+
+@pytest.fixture(scope="module")
+def official_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("official")
+    official_formats.write_rte(root, train=80, val=20)
+    official_formats.write_esc50(root, per_class_per_fold=2)
+    return root
+
+
+TEXT_FLAGS = ["--dataset", "rte", "--max-length", "20", "--vocab-size", "120", "--optimizer", "adamw",
+              "--lr", "1e-3", "--weight-decay", "0.01", "--batch-size", "16", "--epochs", "1"]
+AUDIO_FLAGS = ["--dataset", "esc50", "--sample-rate", "8000", "--n-mels", "16", "--hop-ms", "100",
+               "--batch-size", "8", "--epochs", "1", "--lr", "0.02"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "first", "last"),
+    [
+        ([*TEXT_FLAGS, "--model", "bert", "--regime", "lerac", "--curriculum-epochs", "1",
+          "--curriculum-layers", "2"], "embeddings", "classifier"),
+        ([*TEXT_FLAGS, "--model", "lstm"], "embed", "head"),
+        ([*AUDIO_FLAGS, "--model", "resnet18", "--test-fold", "2"], "stem", "head"),
+    ],
+)
+def test_text_and_audio_runs_from_the_command_line(official_files, tmp_path, capsys, flags, first, last):
+    code, result, printed = run([*flags, "--data-dir", str(official_files)], tmp_path, capsys)
+    assert code == 0, printed
+    assert printed.count("epoch ") == 1 and f"lr[{first}]" in printed and f"lr[{last}]" in printed
+    assert f"final test accuracy: {100 * result['test_acc']:.2f}%" in printed
+    assert result["config"]["model"] == flags[flags.index("--model") + 1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "bert", "--dataset", "digits"], "setting 'model': 'bert' reads text data"),
+        (["--model", "resnet18", "--dataset", "rte"], "models for text: bert, lstm"),
+        (["--model", "lstm", "--dataset", "rte", "--regime", "cbs", "--data-dir", "{data}",
+          "--max-length", "20", "--vocab-size", "120"], "CBS needs a model with 3x3 convolutions"),
+        (["--dataset", "rte", "--model", "bert", "--data-dir", "{tmp}/none"], "rte: expected"),
+        (["--dataset", "esc50", "--data-dir", "{tmp}/none"], "esc50: expected"),
+        (["--dataset", "rte", "--model", "bert", "--max-length", "1000"], "setting 'max_length'"),
+    ],
+)
+def test_text_and_audio_bad_input_gives_one_clear_line(official_files, tmp_path, capsys, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)).replace("{data}", str(official_files)) for a in args]
+    code, _, printed = run(args, tmp_path, capsys)
+    assert code == 2
+    assert printed.strip().startswith("error: ") and message in printed and printed.strip().count("\n") == 0

@@ -16,7 +16,7 @@ from typing import Any
 
 from trainables.data import DATASET_NAMES
 from trainables.layers import GRANULARITIES
-from trainables.models import MODEL_NAMES
+from trainables.models import MODEL_NAMES, check_model_fits
 from trainables.settings import build_settings, setting, settings_dict
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adamax")
@@ -87,12 +87,50 @@ class TrainSettings:
         1, "torch threads when training on the CPU (results reproduce only with the same count)",
         check=lambda v: 1 <= v <= MAX_CPU_THREADS, rule=f"in [1, {MAX_CPU_THREADS}]",
     )
+    # -- text and audio datasets, pretrained models --------------------------------
+    pretrained: str = setting("", "bert, cvt13: local folder of pretrained weights (empty: random init)")
+    tokenizer: str = setting(
+        "", "text: local pretrained tokenizer folder (empty: the 'pretrained' folder if set, "
+        "else a WordPiece vocabulary trained on the training file and cached beside it)",
+    )
+    vocab_size: int = setting(
+        8000, "text: size of the trained WordPiece vocabulary",
+        check=lambda v: 16 <= v <= 1_000_000, rule="in [16, 1000000]",
+    )
+    max_length: int = setting(
+        128, "text: tokens per example pair (truncated longest-first, padded)",
+        check=lambda v: 8 <= v <= 512, rule="in [8, 512]",
+    )
+    test_fold: int = setting(
+        5, "esc50: the official fold held out as test (validation: another fold, by data_seed)",
+        check=lambda v: 1 <= v <= 5, rule="in [1, 5]",
+    )
+    sample_rate: int = setting(16000, "audio: clips are resampled to this rate in Hz",
+                               check=lambda v: 1000 <= v <= 192_000, rule="in [1000, 192000]")
+    n_mels: int = setting(128, "audio: mel bands of the log-mel spectrogram",
+                          check=lambda v: 4 <= v <= 512, rule="in [4, 512]")
+    hop_ms: float = setting(
+        10.0, "audio: spectrogram hop in ms (window 2.5 hops)", check=lambda v: 1 <= v <= 1000,
+        rule="in [1, 1000]",
+    )
 
     def milestone_epochs(self) -> tuple[int, ...]:
         """The step schedule's milestones, defaulting to 50% and 75% of training."""
         if self.milestones:
             return self.milestones
         return (max(1, self.epochs // 2), max(1, (3 * self.epochs) // 4))
+
+    def data_options(self) -> dict[str, Any]:
+        """The settings only text and audio datasets read, as `load_dataset` keywords."""
+        return {
+            "tokenizer": self.tokenizer or self.pretrained,
+            "vocab_size": self.vocab_size,
+            "max_length": self.max_length,
+            "test_fold": self.test_fold,
+            "sample_rate": self.sample_rate,
+            "n_mels": self.n_mels,
+            "hop_ms": self.hop_ms,
+        }
 
 
 TRAIN_KEYS = frozenset(TrainSettings.__dataclass_fields__)
@@ -123,6 +161,7 @@ class RunConfig:
             raise ValueError(
                 f"setting 'warmup_epochs' ({train.warmup_epochs}) must not exceed 'epochs' ({train.epochs})"
             )
+        check_model_fits(train.model, dataset=train.dataset, pretrained=train.pretrained)
         regime_type.check_compatible(train, regime)
         return cls(train=train, regime=regime)
 

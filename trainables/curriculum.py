@@ -26,6 +26,21 @@ def initial_rates(num_layers: int, eta0: float, decay_base: float, eta_min: floa
     return [min(eta0, max(eta0 * decay_base**j, eta_min)) for j in range(num_layers)]
 
 
+def lowered_initial_rates(
+    num_layers: int, eta0: float, decay_base: float, eta_min: float, *, lowered: int
+) -> list[float]:
+    """Initial rates when only the deepest `lowered` groups take part in the curriculum.
+
+    The others start (and stay) at eta0; the lowered ones start at eta0 * b**i,
+    i = 1..lowered counted from the first lowered group, floored at eta_min.
+    `lowered` = 0 or >= num_layers: every group takes part (`initial_rates`).
+    The official LeRaC BERT code lowers only the pooler and the classifier.
+    """
+    if lowered == 0 or lowered >= num_layers:
+        return initial_rates(num_layers, eta0, decay_base, eta_min)
+    return [eta0] * (num_layers - lowered) + initial_rates(lowered + 1, eta0, decay_base, eta_min)[1:]
+
+
 def _progress(shape: str, t: float, k: float) -> float:
     """Fraction of the way from start to target at step t (0 at t=0, 1 at t=k)."""
     if shape == "linear":

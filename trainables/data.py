@@ -14,6 +14,12 @@ Datasets:
   (`cifar-10-batches-py/`, `cifar-100-python/`), read directly.
 - tinyimagenet: an ImageFolder tree under `data_dir/tiny-imagenet-200/`; see
   `_load_tinyimagenet` for the layout it expects and the decode cache.
+- boolq / rte / qnli (text): the official SuperGLUE / GLUE files, tokenised
+  into (N, 3, max_length) int64 ids, attention masks and segment ids
+  (`trainables.text_data`); the official validation file is the test split.
+- esc50 / cremad (audio): the official layouts as (N, 1, mels, frames)
+  log-mel spectrograms (`trainables.audio_data`), masked SpecAugment-style
+  per batch (`Dataset.masking`).
 """
 
 from __future__ import annotations
@@ -29,7 +35,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DATASET_NAMES: tuple[str, ...] = ("digits", "mnist1d", "cifar10", "cifar100", "tinyimagenet")
+from trainables.masking import SpectrogramMasking
+
+IMAGE_DATASETS: tuple[str, ...] = ("digits", "mnist1d", "cifar10", "cifar100", "tinyimagenet")
+TEXT_DATASETS: tuple[str, ...] = ("boolq", "qnli", "rte")
+AUDIO_DATASETS: tuple[str, ...] = ("esc50", "cremad")
+DATASET_NAMES: tuple[str, ...] = IMAGE_DATASETS + TEXT_DATASETS + AUDIO_DATASETS
+MODALITIES: tuple[str, ...] = ("image", "text", "audio")
+_Pair = tuple[torch.Tensor, torch.Tensor]  # (x, y) of one split
 
 # Share of the original training set held out for validation (CIFAR: 5000 of
 # 50000, Tiny ImageNet: 10000 of 100000, MNIST-1D: 500 of 4000).
@@ -37,6 +50,9 @@ DATASET_NAMES: tuple[str, ...] = ("digits", "mnist1d", "cifar10", "cifar100", "t
 TRUSTED_SHARE = 0.1
 MAX_LABEL_NOISE = 1.0 - TRUSTED_SHARE
 _VAL_SHARE = {"mnist1d": 0.125, "cifar10": 0.1, "cifar100": 0.1, "tinyimagenet": 0.1}
+# Text: the official validation file is the test split; this share of the
+# official training file (stratified, fixed by data_seed) is the validation split.
+_TEXT_VAL_SHARE = 0.1
 # digits has no official test set: train/val/test shares of all 1797 images.
 _DIGITS_SHARES = (0.6, 0.2, 0.2)
 # Training augmentation per dataset: (crop_padding, flip). Digits are never
@@ -48,6 +64,9 @@ _AUGMENT = {
     "cifar100": (4, True),
     "tinyimagenet": (8, True),
 }
+# Audio is augmented by masking instead (Dataset.masking): per example, this many
+# bands of up to 1/8 of the mel bins and spans of up to 1/10 of the frames.
+_AUDIO_MASKS = 2
 
 _CIFAR = {
     "cifar10": (
@@ -74,7 +93,11 @@ _TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """One split: images `x` (float32, N x C x H x W, normalised) and labels `y` (int64, N)."""
+    """One split: inputs `x` and labels `y` (int64, N).
+
+    `x` is float32 N x C x H x W, normalised, for images and spectrograms, and
+    int64 N x 3 x L (token ids, attention mask, segment ids) for text.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
@@ -96,11 +119,14 @@ class Dataset:
     val: Split
     test: Split
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]  # (C, H, W); text: (3, max_length)
     crop_padding: int
     flip: bool
     noisy: torch.Tensor
     trusted: torch.Tensor
+    modality: str = "image"  # image | text | audio: which models can read it
+    vocab_size: int | None = None  # text: token ids are in [0, vocab_size)
+    masking: SpectrogramMasking | None = None  # audio: SpecAugment policy per batch
 
     def to(self, device: torch.device | str) -> Dataset:
         """The same dataset with every tensor on `device` (done once, before training)."""
@@ -121,6 +147,13 @@ def load_dataset(
     data_seed: int = 0,
     download: bool = False,
     label_noise: float = 0.0,
+    tokenizer: str = "",
+    vocab_size: int = 8000,
+    max_length: int = 128,
+    test_fold: int = 5,
+    sample_rate: int = 16000,
+    n_mels: int = 128,
+    hop_ms: float = 10.0,
 ) -> Dataset:
     """Load `name` on the CPU with its split fixed by `data_seed`.
 
@@ -132,6 +165,9 @@ def load_dataset(
     trains on the same labels.
     Validation and test labels are never changed. `download` only matters for
     CIFAR; the others are built offline or must already be on disk.
+    Text datasets read `tokenizer` (a local folder; empty: a WordPiece
+    vocabulary of `vocab_size` trained on the training file) and `max_length`;
+    audio datasets `sample_rate`, `n_mels`, `hop_ms` and (ESC-50) `test_fold`.
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
@@ -139,8 +175,35 @@ def load_dataset(
         raise ValueError(f"label_noise must be in [0, {MAX_LABEL_NOISE}], got {label_noise}")
     data_dir = Path(data_dir).expanduser()
     generator = torch.Generator().manual_seed(data_seed)
+    extra: dict = {}
 
-    if name == "digits":
+    if name in TEXT_DATASETS:
+        from trainables.text_data import NUM_CLASSES, load_text
+
+        text = load_text(
+            name, data_dir=data_dir, tokenizer=tokenizer, vocab_size=vocab_size, max_length=max_length
+        )
+        train_idx, val_idx = _stratified_split(
+            text.train_y, (1.0 - _TEXT_VAL_SHARE, _TEXT_VAL_SHARE), generator
+        )
+        x, y = text.train_x, text.train_y
+        train, val, test = (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx]), (text.test_x, text.test_y)
+        num_classes = NUM_CLASSES
+        extra = {"modality": "text", "vocab_size": text.vocab_size}
+    elif name in AUDIO_DATASETS:
+        train, val, test, num_classes = _audio_splits(
+            name, data_dir, data_seed=data_seed, test_fold=test_fold,
+            sample_rate=sample_rate, n_mels=n_mels, hop_ms=hop_ms,
+        )
+        mels, frames = train[0].shape[2:]
+        extra = {
+            "modality": "audio",
+            "masking": SpectrogramMasking(
+                freq_masks=_AUDIO_MASKS, freq_width=mels // 8,
+                time_masks=_AUDIO_MASKS, time_width=frames // 10,
+            ),
+        }
+    elif name == "digits":
         x, y = _digits()
         parts = _stratified_split(y, _DIGITS_SHARES, generator)
         train, val, test = ((x[idx], y[idx]) for idx in parts)
@@ -158,9 +221,12 @@ def load_dataset(
         train_idx, val_idx = _stratified_split(y, (1.0 - share, share), generator)
         train, val, test = (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx]), (x_test, y_test)
 
-    train_x, val_x, test_x = _normalise(train[0], val[0], test[0])
+    if name in TEXT_DATASETS:
+        train_x, val_x, test_x = train[0], val[0], test[0]  # token ids: nothing to normalise
+    else:
+        train_x, val_x, test_x = _normalise(train[0], val[0], test[0])
     train_y, noisy, trusted = _flip_labels(train[1], label_noise, num_classes, generator)
-    crop_padding, flip = _AUGMENT[name]
+    crop_padding, flip = _AUGMENT.get(name, (0, False))
     return Dataset(
         name=name,
         train=Split(train_x, train_y),
@@ -172,7 +238,37 @@ def load_dataset(
         flip=flip,
         noisy=noisy,
         trusted=trusted,
+        **extra,
     )
+
+
+def dataset_modality(name: str) -> str:
+    """'image', 'text' or 'audio': what kind of input the dataset's examples are."""
+    if name in TEXT_DATASETS:
+        return "text"
+    return "audio" if name in AUDIO_DATASETS else "image"
+
+
+def _audio_splits(
+    name: str, data_dir: Path, *, data_seed: int, test_fold: int, sample_rate: int,
+    n_mels: int, hop_ms: float,
+) -> tuple[_Pair, _Pair, _Pair, int]:
+    """(x, y) of train, validation and test, and the class count, split as the protocol demands."""
+    from trainables import audio_data
+
+    features = audio_data.AudioFeatures(sample_rate=sample_rate, n_mels=n_mels, hop_ms=hop_ms)
+    clips = audio_data.load_audio(name, data_dir=data_dir, features=features)
+    if name == "esc50":
+        parts = audio_data.esc50_split(clips.group, test_fold=test_fold, data_seed=data_seed)
+        num_classes = audio_data.ESC50_CLASSES
+    else:
+        parts = audio_data.speaker_split(clips.group, data_seed=data_seed)
+        num_classes = len(audio_data.CREMAD_EMOTIONS)
+    empty = [part for part, idx in zip(("train", "validation", "test"), parts, strict=True) if not len(idx)]
+    if empty:
+        raise ValueError(f"{name}: the {empty[0]} split is empty; are all the official folds present?")
+    train, val, test = ((clips.x[idx], clips.y[idx]) for idx in parts)
+    return train, val, test, num_classes
 
 
 def augment_batch(
@@ -360,6 +456,18 @@ def check_dataset_available(name: str, *, data_dir: str | Path = "data", downloa
                 f"{data_dir / folder}/) but it is missing. Pass --download (download=True) to "
                 f"fetch it into {data_dir}, or download {url} and unpack it into {data_dir}."
             )
+    elif name in TEXT_DATASETS:
+        from trainables.text_data import missing_text_file
+
+        problem = missing_text_file(name, data_dir)
+        if problem:
+            raise FileNotFoundError(problem)
+    elif name in AUDIO_DATASETS:
+        from trainables.audio_data import missing_audio_files
+
+        problem = missing_audio_files(name, data_dir)
+        if problem:
+            raise FileNotFoundError(problem)
     elif name == "tinyimagenet":
         root = data_dir / _TINY_DIR
         if not (root / _TINY_CACHE).is_file() and not (root / "train").is_dir():

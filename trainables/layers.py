@@ -8,13 +8,16 @@ from the module tree alone, so it works for any `nn.Module`:
   joined to the group before it (a conv and its BatchNorm form one layer).
 - `block`: one group per top-level stage, with containers of blocks (a ResNet's
   `layer1`) split into their blocks; this reproduces the official LeRaC grouping
-  of ResNet-18 (stem, layer1.0, ..., layer4.1, head).
+  of ResNet-18 (stem, layer1.0, ..., layer4.1, head). A model whose blocks sit
+  too deep in a library's module tree to be found this way (HF's BERT and
+  CvT) names them itself with a `layer_blocks()` method (`DeclaresBlocks`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
@@ -24,6 +27,17 @@ GRANULARITIES: tuple[str, ...] = ("block", "module")
 # _NormBase covers BatchNorm*, SyncBatchNorm and InstanceNorm*.
 _NORM_TYPES = (_NormBase, nn.LayerNorm, nn.GroupNorm)
 _CONTAINER_TYPES = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+@runtime_checkable
+class DeclaresBlocks(Protocol):
+    """A model that names its own blocks, input to output, for `block` granularity.
+
+    Every trainable parameter must be in one of them (a parameter named twice
+    stays in the first).
+    """
+
+    def layer_blocks(self) -> Iterable[tuple[str, Iterable[nn.Parameter]]]: ...
 
 
 @dataclass(frozen=True)
@@ -50,7 +64,7 @@ def layer_groups(model: nn.Module, granularity: str = "block") -> list[LayerGrou
     parameters in the first), and no group is empty.
     """
     if granularity == "block":
-        units = _block_units(model)
+        units = _declared_units(model) if isinstance(model, DeclaresBlocks) else _block_units(model)
     elif granularity == "module":
         units = _module_units(model)
     else:
@@ -118,6 +132,16 @@ def _is_norm_only(module: nn.Module) -> bool:
 
 def _subtree_unit(name: str, module: nn.Module) -> _Unit:
     return _Unit(name, tuple(module.parameters()), norm_only=_is_norm_only(module))
+
+
+def _declared_units(model: DeclaresBlocks) -> list[_Unit]:
+    """The model's own blocks; ValueError if they leave a trainable parameter out."""
+    units = [_Unit(name, tuple(params), norm_only=False) for name, params in model.layer_blocks()]
+    declared = {id(p) for unit in units for p in unit.params}
+    for name, param in model.named_parameters():  # type: ignore[attr-defined]
+        if param.requires_grad and id(param) not in declared:
+            raise ValueError(f"{type(model).__name__}.layer_blocks() leaves out parameter {name!r}")
+    return units
 
 
 def _block_units(model: nn.Module) -> list[_Unit]:

@@ -6,6 +6,12 @@ module tree alone. The torchvision networks get a CIFAR-style stem (3x3 conv,
 stride 1, no max-pool) because their ImageNet stem would shrink 8x8 or 32x32
 inputs to nothing; all downsampling keeps height-1 inputs (mnist1d, 1x40) alive.
 Initialisation draws only from the global torch generator, so a seed fixes it.
+
+Beyond images: `bert` and `lstm` read token batches (`trainables.text_models`),
+`septr` spectrograms (`trainables.septr`), `cvt13` images or spectrograms
+(`trainables.cvt`); the CNNs read spectrograms as 1-channel images. Each model
+names the modalities it reads (`MODEL_MODALITIES`): a config that pairs a model
+with a dataset it cannot read is refused before anything is built.
 """
 
 from __future__ import annotations
@@ -17,10 +23,20 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from trainables.data import DATASET_NAMES, dataset_modality
+
 if TYPE_CHECKING:
     from torchvision import models as tv
 
-MODEL_NAMES: tuple[str, ...] = ("small_cnn", "resnet18", "wide_resnet50_2", "densenet121")
+MODEL_NAMES: tuple[str, ...] = (
+    "small_cnn", "resnet18", "wide_resnet50_2", "densenet121", "cvt13", "septr", "bert", "lstm",
+)
+_PIXELS = ("image", "audio")  # spectrograms are 1-channel images to a convolutional model
+MODEL_MODALITIES: dict[str, tuple[str, ...]] = {
+    "small_cnn": _PIXELS, "resnet18": _PIXELS, "wide_resnet50_2": _PIXELS, "densenet121": _PIXELS,
+    "cvt13": _PIXELS, "septr": ("audio", "image"), "bert": ("text",), "lstm": ("text",),
+}
+PRETRAINED_MODELS: tuple[str, ...] = ("bert", "cvt13")
 
 
 def _stem_conv(in_channels: int, out_channels: int, *, mode: str) -> nn.Conv2d:
@@ -105,16 +121,79 @@ def densenet121(*, num_classes: int, in_channels: int) -> nn.Sequential:
     return nn.Sequential(stages)
 
 
+def cvt13(*, num_classes: int, in_channels: int, pretrained: str = "") -> nn.Module:
+    from trainables.cvt import cvt13 as build  # imports transformers: only when asked for
+
+    return build(num_classes=num_classes, in_channels=in_channels, pretrained=pretrained)
+
+
+def septr(*, num_classes: int, in_channels: int) -> nn.Module:
+    from trainables.septr import septr as build
+
+    return build(num_classes=num_classes, in_channels=in_channels)
+
+
+def bert(*, num_classes: int, vocab_size: int, pretrained: str = "") -> nn.Module:
+    from trainables.text_models import bert as build  # imports transformers: only when asked for
+
+    return build(num_classes=num_classes, vocab_size=vocab_size, pretrained=pretrained)
+
+
+def lstm(*, num_classes: int, vocab_size: int) -> nn.Module:
+    from trainables.text_models import lstm as build
+
+    return build(num_classes=num_classes, vocab_size=vocab_size)
+
+
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": small_cnn,
     "resnet18": resnet18,
     "wide_resnet50_2": wide_resnet50_2,
     "densenet121": densenet121,
+    "cvt13": cvt13,
+    "septr": septr,
+    "bert": bert,
+    "lstm": lstm,
 }
 
 
-def build_model(name: str, *, num_classes: int, in_channels: int) -> nn.Module:
-    """Build a freshly initialised model by name (ValueError for an unknown name)."""
+def check_model_fits(model: str, *, dataset: str, pretrained: str = "") -> None:
+    """ValueError naming the setting when `model` cannot read `dataset` or load `pretrained`."""
+    if model not in MODEL_MODALITIES or dataset not in DATASET_NAMES:
+        return  # unknown names are reported by the settings' own checks
+    modality, reads = dataset_modality(dataset), MODEL_MODALITIES[model]
+    if modality not in reads:
+        fitting = [name for name in MODEL_NAMES if modality in MODEL_MODALITIES[name]]
+        raise ValueError(
+            f"setting 'model': {model!r} reads {' or '.join(reads)} data but dataset {dataset!r} "
+            f"is {modality}; models for {modality}: {', '.join(fitting)}"
+        )
+    if pretrained and model not in PRETRAINED_MODELS:
+        raise ValueError(
+            f"setting 'pretrained' applies to {', '.join(PRETRAINED_MODELS)} only, not {model!r}"
+        )
+
+
+def build_model(
+    name: str, *, num_classes: int, in_channels: int, vocab_size: int | None = None,
+    pretrained: str = "",
+) -> nn.Module:
+    """Build a freshly initialised model by name (ValueError for an unknown name).
+
+    Text models (`bert`, `lstm`) need the dataset's `vocab_size` and ignore
+    `in_channels`; the others read pixels or spectrograms and refuse a
+    `vocab_size`. `pretrained` (bert, cvt13) is a local folder of weights.
+    """
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
-    return _BUILDERS[name](num_classes=num_classes, in_channels=in_channels)
+    reads_text = "text" in MODEL_MODALITIES[name]
+    if reads_text and vocab_size is None:
+        raise ValueError(f"model {name!r} reads token ids: it needs a text dataset's vocab_size")
+    if not reads_text and vocab_size is not None:
+        raise ValueError(f"model {name!r} reads images or spectrograms, not token ids")
+    if pretrained and name not in PRETRAINED_MODELS:
+        raise ValueError(f"setting 'pretrained' applies to {', '.join(PRETRAINED_MODELS)} only, not {name!r}")
+    options: dict = {"pretrained": pretrained} if pretrained else {}
+    if reads_text:
+        return _BUILDERS[name](num_classes=num_classes, vocab_size=vocab_size, **options)
+    return _BUILDERS[name](num_classes=num_classes, in_channels=in_channels, **options)

@@ -79,8 +79,9 @@ class ExecutionPlan:
         return contextlib.nullcontext()
 
     def place(self, data: Dataset, device: torch.device) -> Dataset:
-        """`data` on `device`, images converted (on the host, once) to the plan's layout."""
-        if self.channels_last or self.bf16:
+        """`data` on `device`, images and spectrograms converted (on the host, once) to the
+        plan's layout; token ids stay as they are."""
+        if (self.channels_last or self.bf16) and data.train.x.is_floating_point() and data.train.x.dim() == 4:
             dtype = torch.bfloat16 if self.bf16 else None
 
             def converted(split: Split) -> Split:
@@ -167,12 +168,14 @@ class Trainer:
                 data_seed=train.data_seed,
                 download=train.download,
                 label_noise=train.label_noise,
+                **train.data_options(),
             )
         check_batch_fits(train.batch_size, len(data.train))
         self.data = self.plan.place(data, self.device)
         torch.manual_seed(train.seed)
         model = build_model(
-            train.model, num_classes=self.data.num_classes, in_channels=self.data.input_shape[0]
+            train.model, num_classes=self.data.num_classes, in_channels=self.data.input_shape[0],
+            vocab_size=self.data.vocab_size, pretrained=train.pretrained,
         )
         self.model = model.to(self.device, memory_format=self.plan.memory_format)
         # Shuffling and augmentation draw on the training device: no host-device copies.
@@ -201,8 +204,9 @@ class Trainer:
         return self.plan.autocast(self.device)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """A batch in the model's memory format (a no-op for batches already in it)."""
-        return x.contiguous(memory_format=self.plan.memory_format)
+        """A batch in the model's memory format (a no-op for batches already in it; token
+        batches, which are not images, as they are)."""
+        return x.contiguous(memory_format=self.plan.memory_format) if x.dim() == 4 else x
 
     @property
     def finished(self) -> bool:
@@ -220,6 +224,8 @@ class Trainer:
             train.x[index], crop_padding=self.data.crop_padding, flip=self.data.flip,
             generator=self.batches,
         )
+        if self.data.masking is not None:  # audio: SpecAugment-style masks, per dataset policy
+            x = self.data.masking(x, generator=self.batches)
         return self.regime.train_step(self._prepare(x), train.y[index], index)
 
     def fit_epoch(self) -> float:

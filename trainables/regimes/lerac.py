@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trainables.config import MAX_EPOCHS, MAX_LR, TrainSettings
-from trainables.curriculum import SHAPES, initial_rates
+from trainables.curriculum import SHAPES, lowered_initial_rates
 from trainables.regimes.base import Regime
 from trainables.schedules import CURRICULUM_RULES, Curriculum, LayerRateSchedule
 from trainables.settings import setting
@@ -47,6 +47,11 @@ class LeracSettings:
         "code's clf_lr, e.g. 1e-3 on CIFAR-10); none = the b**j rule",
         check=lambda v: 0 < v <= 1, rule="in (0, 1]",
     )
+    curriculum_layers: int = setting(
+        0, "how many of the deepest layer groups start low and rise (0 = all; 2 on bert = "
+        "pooler and classifier, the official BERT variant)", check=lambda v: 0 <= v <= 10_000,
+        rule="in [0, 10000]",
+    )
 
 
 class Lerac(Regime):
@@ -76,9 +81,11 @@ class Lerac(Regime):
             )
 
     def initial_rates(self) -> list[float]:
-        """eta0 * b**j floored at eta_min; the head at eta0 * head_scale when that is set."""
+        """eta0 * b**j floored at eta_min (only the deepest `curriculum_layers` groups lowered,
+        when set); the head at eta0 * head_scale when that is set."""
         settings, eta0 = self.settings, self.context.train.lr
-        rates = initial_rates(len(self.context.groups), eta0, settings.decay_base, settings.eta_min)
+        rates = lowered_initial_rates(len(self.context.groups), eta0, settings.decay_base,
+                                      settings.eta_min, lowered=settings.curriculum_layers)
         if settings.head_scale is not None:
             rates[-1] = eta0 * settings.head_scale
         return rates

@@ -13,12 +13,14 @@ typical change of a_i per visit, whatever the loss scale.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from trainables.config import MAX_BATCH_SIZE, TrainSettings
 from trainables.regimes.base import Regime, RegimeContext
@@ -35,6 +37,18 @@ class PerInstanceSettings:
         128, "size of the held-out batch that drives the rates",
         check=lambda v: 2 <= v <= MAX_BATCH_SIZE, rule=f"in [2, {MAX_BATCH_SIZE}]",
     )
+
+
+def _twice_differentiable() -> contextlib.AbstractContextManager:
+    """Kernels whose backward can itself be differentiated, for the look-ahead's double backward.
+
+    The fused attention kernels (flash, memory-efficient) and cuDNN's LSTM have
+    no double backward; their plain counterparts do. Only a GPU picks them.
+    """
+    stack = contextlib.ExitStack()
+    stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+    stack.enter_context(torch.backends.cudnn.flags(enabled=False))
+    return stack
 
 
 class PerInstance(Regime):
@@ -64,7 +78,7 @@ class PerInstance(Regime):
         return self.logits.exp()
 
     def _per_example_loss(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor):
-        with self.context.autocast():
+        with self.context.autocast(), _twice_differentiable():
             logits = functional_call(self.model, (params, buffers), (x,))
         return F.cross_entropy(logits.float(), y, reduction="none")
 
