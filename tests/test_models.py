@@ -194,8 +194,10 @@ def test_pretrained_only_for_models_that_load_weights() -> None:
         RunConfig.from_dict({"model": "lstm", "dataset": "rte", "pretrained": "/x"})
 
 
+# CvT at 32x32: at 16x16 its last stage is a 1x1 token grid, whose BatchNorm over a batch of 2
+# has a near-zero variance and (thread-count dependent) non-finite bf16 gradients.
 @pytest.mark.parametrize(("name", "shape"), [("bert", None), ("lstm", None), ("septr", (1, 16, 40)),
-                                              ("cvt13", (3, 16, 16))])
+                                              ("cvt13", (3, 32, 32))])
 def test_new_models_run_under_bf16_autocast(name: str, shape: tuple[int, int, int] | None) -> None:
     torch.manual_seed(0)
     model = build(name, in_channels=shape[0] if shape else 3)
@@ -204,7 +206,8 @@ def test_new_models_run_under_bf16_autocast(name: str, shape: tuple[int, int, in
         out = model(x)
     assert out.shape == (2, 10) and torch.isfinite(out.float()).all()
     out.float().sum().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    bad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not bad, bad[:5]
 
 
 def test_septr_refuses_a_token_grid_beyond_its_position_tables() -> None:
