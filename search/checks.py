@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 
 from search.options import SweepOptions
-from search.spaces import Budget, SearchSpace
+from search.spaces import SearchSpace
 from trainables.config import RunConfig
 from trainables.data import check_dataset_available
 
@@ -40,7 +40,7 @@ def validate_options(options: SweepOptions) -> None:
 def sample_config(options: SweepOptions, dataset: str, regime: str) -> dict:
     """One config the search could hand out: the fixed settings with the rest drawn."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    budget = Budget(epochs=options.epochs, grace_period=options.grace_period)
+    budget = options.budget()
     return SearchSpace(regime=regime, budget=budget, fixed=options.trial_settings(dataset, regime))(study.ask())
 
 

@@ -22,6 +22,9 @@ from search import schema  # noqa: E402
 from search.checks import SweepError  # noqa: E402
 from search.options import SweepOptions, first_error  # noqa: E402
 from search.sweep import SweepInterrupted, run_sweep  # noqa: E402
+from trainables.data import DATASET_NAMES  # noqa: E402
+from trainables.models import MODEL_NAMES  # noqa: E402
+from trainables.regimes import REGIME_NAMES  # noqa: E402
 
 DEFAULTS = SweepOptions()
 
@@ -49,10 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--datasets", nargs="+", default=list(DEFAULTS.datasets),
-        help="datasets to sweep: digits, mnist1d (embedded), cifar10, cifar100, tinyimagenet")
-    add("--model", default=DEFAULTS.model, help="small_cnn, resnet18, wide_resnet50_2 or densenet121")
+        help=f"datasets to sweep: {', '.join(DATASET_NAMES)} (digits and mnist1d are embedded; "
+             "the others are read from --data-dir, see README)")
+    add("--model", default=DEFAULTS.model,
+        help=f"{', '.join(MODEL_NAMES)} (the model must read the datasets' kind of data)")
     add("--regimes", nargs="+", default=list(DEFAULTS.regimes),
-        help="regimes to compare: conventional, lerac, cbs, leap, multirate, per_instance")
+        help=f"regimes to compare: {', '.join(REGIME_NAMES)}")
     add("--trials", type=int, default=DEFAULTS.num_trials,
         help="search trials per dataset and regime: every regime gets the same budget")
     add("--epochs", type=int, default=DEFAULTS.epochs, help="epochs per trial (the budget of every regime)")

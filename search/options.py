@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from search.spaces import Budget
 from trainables.config import TRAIN_KEYS
 from trainables.data import DATASET_NAMES
 from trainables.models import MODEL_NAMES
@@ -22,6 +23,7 @@ from trainables.regimes import REGIME_NAMES, REGIMES
 SEARCHERS = ("tpe", "random")
 SCHEDULERS = ("asha", "fifo")
 METRIC = "val_acc"
+COMPILE_FROM_EPOCHS = 20
 
 
 def regime_keys(regime: str) -> frozenset[str]:
@@ -158,6 +160,11 @@ class SweepOptions(BaseModel):
             epoch *= self.reduction_factor
         return rungs
 
+    def budget(self) -> Budget:
+        """What bounds every regime's search space in this sweep."""
+        return Budget(epochs=self.epochs, grace_period=self.grace_period, model=self.model,
+                      gpu=self.gpus_per_trial > 0)
+
     def trial_settings(self, dataset: str, regime: str) -> dict[str, Any]:
         """The settings every trial of (`dataset`, `regime`) shares; the rest is searched."""
         settings = {
@@ -169,6 +176,10 @@ class SweepOptions(BaseModel):
             "data_seed": self.seed,
             "data_dir": str(Path(self.data_dir).resolve()),
             "cpu_threads": max(1, int(self.cpus_per_trial)),
+            # On a GPU a long run repays its compile, and workers reuse the compiled code
+            # (per-instance rates need a double backward, which compiled graphs lack).
+            "compile": (self.gpus_per_trial > 0 and self.epochs >= COMPILE_FROM_EPOCHS
+                        and regime != "per_instance"),
         }
         return {**settings, **self.fixed_for(regime)}
 

@@ -24,15 +24,16 @@ import optuna
 from trainables.curriculum import SHAPES
 from trainables.schedules import CURRICULUM_RULES
 
-BATCH_SIZES = (32, 64, 128)
-
 
 @dataclass(frozen=True, kw_only=True)
 class Budget:
-    """What bounds a space: the epochs of a trial and ASHA's first rung."""
+    """What bounds a space: the model searched, the epochs of a trial, ASHA's first rung, and
+    whether trials run on a GPU (where larger batches are offered)."""
 
     epochs: int
     grace_period: int
+    model: str = "small_cnn"
+    gpu: bool = False
 
     @property
     def rise_epochs(self) -> tuple[float, float]:
@@ -41,11 +42,43 @@ class Budget:
         return (min(0.5, longest), max(0.5, longest))
 
 
-def shared_space(trial: optuna.Trial, budget: Budget) -> None:
-    """Settings every regime shares: base rate, weight decay, batch size."""
-    trial.suggest_float("lr", 1e-3, 0.3, log=True)
+TRANSFORMERS = ("bert", "cvt13", "septr")
+RECURRENT = ("lstm",)
+REFERENCE_BATCH = 128  # on a GPU the rate is searched for this batch and scaled linearly
+
+
+def shared_space(trial: optuna.Trial, budget: Budget) -> dict[str, Any]:
+    """Optimizer, base rate, weight decay and batch size, by model family.
+
+    Convolutional networks: SGD with momentum, as their authors trained them.
+    Transformers: AdamW or Adamax (the LeRaC paper's choices for BERT and
+    CvT), rates for training from scratch. LSTMs: Adam or AdamW. On a GPU the
+    CNNs also get larger batches, with the rate searched for a batch of 128
+    and scaled linearly (Goyal et al. 2017). Returns settings derived from the
+    suggestions (the scaled `lr`).
+    """
+    if budget.model in TRANSFORMERS:
+        optimizer = trial.suggest_categorical("optimizer", ["adamw", "adamax"])
+        low, high = (5e-4, 5e-3) if budget.model == "cvt13" else (1e-4, 3e-3)
+        trial.suggest_float("lr", low, high, log=True)
+        # Adamax adds decay to the gradient (coupled): it must stay far smaller than AdamW's.
+        trial.suggest_float("weight_decay", *((1e-4, 0.1) if optimizer == "adamw" else (1e-7, 1e-4)), log=True)
+        trial.suggest_categorical("batch_size", [64, 128] if budget.model == "cvt13" else [16, 32, 64])
+        return {}
+    if budget.model in RECURRENT:
+        trial.suggest_categorical("optimizer", ["adam", "adamw"])
+        trial.suggest_float("lr", 3e-4, 1e-2, log=True)
+        trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True)
+        trial.suggest_categorical("batch_size", [32, 64, 128])
+        return {}
     trial.suggest_float("weight_decay", 1e-5, 1e-3, log=True)
-    trial.suggest_categorical("batch_size", list(BATCH_SIZES))
+    if not budget.gpu:
+        trial.suggest_float("lr", 1e-3, 0.3, log=True)
+        trial.suggest_categorical("batch_size", [32, 64, 128])
+        return {}
+    batch = trial.suggest_categorical("batch_size", [128, 256, 512])
+    base = trial.suggest_float("lr_per_128", 1e-3, 0.3, log=True)
+    return {"lr": min(10.0, base * batch / REFERENCE_BATCH)}
 
 
 def conventional_space(trial: optuna.Trial, budget: Budget) -> None:
@@ -55,8 +88,13 @@ def conventional_space(trial: optuna.Trial, budget: Budget) -> None:
 
 
 def lerac_space(trial: optuna.Trial, budget: Budget) -> None:
-    """k (ending before the first rung), decay base b, floor, and the rise: Eq. 9 or stepped."""
+    """k (ending before the first rung), decay base b, floor, and the rise: Eq. 9 or stepped.
+
+    On BERT also which layers take part: all, or the official variant's pooler and classifier.
+    """
     trial.suggest_float("curriculum_epochs", *budget.rise_epochs)
+    if budget.model == "bert":
+        trial.suggest_categorical("curriculum_layers", [0, 2])
     trial.suggest_float("decay_base", 0.01, 0.9, log=True)
     trial.suggest_float("eta_min", 1e-8, 1e-4, log=True)
     if trial.suggest_categorical("rule", list(CURRICULUM_RULES)) == "eq9":
@@ -98,8 +136,9 @@ REGIME_SPACES: dict[str, Callable[[optuna.Trial, Budget], None]] = {
     "per_instance": per_instance_space,
 }
 
-# Search-only switches: they shape the space but are not training settings.
-SWITCHES = frozenset({"warmup"})
+# Search-only parameters: they shape the space (a switch) or stand for a derived setting
+# (the rate per 128 examples), but are not training settings themselves.
+SEARCH_ONLY = frozenset({"warmup", "lr_per_128"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,10 +158,10 @@ class SearchSpace:
         # A fixed warm-up length leaves nothing to switch on or off.
         switches = {"warmup": True} if "warmup_epochs" in self.fixed else {}
         sampler = _SkipFixed(trial, {**self.fixed, **switches})
-        shared_space(sampler, self.budget)  # type: ignore[arg-type]
+        derived = shared_space(sampler, self.budget)  # type: ignore[arg-type]
         REGIME_SPACES[self.regime](sampler, self.budget)  # type: ignore[arg-type]
-        suggested = {key: value for key, value in sampler.values.items() if key not in SWITCHES}
-        return {**self.fixed, **suggested}
+        suggested = {key: value for key, value in sampler.values.items() if key not in SEARCH_ONLY}
+        return {**suggested, **derived, **self.fixed}
 
 
 class _SkipFixed:

@@ -25,7 +25,7 @@ from search import schema
 from search.balanced_search import BalancedSearch, Confirmation, Group, SamplerSettings
 from search.checks import SweepError, check_cluster_resources, validate_options
 from search.options import METRIC, SweepOptions
-from search.spaces import Budget, SearchSpace, describe_space
+from search.spaces import SearchSpace, describe_space
 from search.state import load_latest_state, save_state
 from search.verdicts import DatasetOutcome, TrialOutcome, dataset_outcomes
 from trainables.version import code_version
@@ -46,7 +46,7 @@ def startup_trials(options: SweepOptions) -> int:
 
 def groups(options: SweepOptions) -> list[Group]:
     """Every (dataset, regime) pair, datasets outermost, in the order the user gave."""
-    budget = Budget(epochs=options.epochs, grace_period=options.grace_period)
+    budget = options.budget()
     return [
         Group(dataset=dataset, regime=regime,
               space=SearchSpace(regime=regime, budget=budget, fixed=options.trial_settings(dataset, regime)))
@@ -56,7 +56,7 @@ def groups(options: SweepOptions) -> list[Group]:
 
 def protocol(options: SweepOptions) -> dict[str, Any]:
     """The sweep's own settings, on every parent run: what a reader needs to judge the verdict."""
-    budget = Budget(epochs=options.epochs, grace_period=options.grace_period)
+    budget = options.budget()
     return {
         "regimes": list(options.regimes),
         "trials_per_regime": options.num_trials,

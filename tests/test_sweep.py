@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import official_formats
 import pytest
 import ray
 import requests
@@ -167,6 +168,30 @@ def test_summary_prints_each_datasets_verdict_with_intervals(tmp_path, capsys):
         assert any(line.startswith(f"{dataset}: verdict: ") and ("tie (" in line or line.endswith(" wins"))
                    for line in summary.splitlines())
     assert summary.count("leader") >= 2 and "[" in summary
+
+
+def test_a_text_dataset_sweeps_end_to_end_with_bert(tmp_path):
+    """RTE in SuperGLUE's own files, BERT from a small config, both regimes searched and confirmed."""
+    official_formats.write_rte(tmp_path / "data", train=160, val=40)
+    options = small_options(tmp_path, datasets=("rte",), model="bert", data_dir=str(tmp_path / "data"),
+                            fixed={"max_length": 20, "vocab_size": 120, "batch_size": 16})
+    (outcome,) = run_sweep(options)
+    assert {regime: search.trials for regime, search in outcome.searches.items()} == \
+           {"conventional": 2, "lerac": 2}
+    assert outcome.verdict.outcome in (schema.WINNER, schema.TIE)
+    assert {arm.regime for arm in outcome.verdict.arms} == {"conventional", "lerac"}
+    config = outcome.leading.config
+    assert config["model"] == "bert" and config["optimizer"] in ("adamw", "adamax")
+
+
+def test_cbs_on_a_model_without_3x3_convolutions_is_refused_before_anything_runs(tmp_path, capsys):
+    official_formats.write_rte(tmp_path / "data", train=40, val=10)
+    code = sweep_main(["--datasets", "rte", "--model", "lstm", "--regimes", "conventional", "cbs",
+                       "--data-dir", str(tmp_path / "data"), "--storage-path", str(tmp_path / "ray"),
+                       "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    assert code == 2
+    assert "CBS needs a model with 3x3 convolutions; 'lstm' has none" in capsys.readouterr().err
+    assert not (tmp_path / "ray").exists()
 
 
 def _closed_port() -> int:

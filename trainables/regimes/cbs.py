@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.config import MAX_EPOCHS
+from trainables.config import MAX_EPOCHS, TrainSettings
+from trainables.models import has_3x3_convolutions
 from trainables.regimes.base import Regime, RegimeContext
 from trainables.settings import setting
 
@@ -71,6 +72,15 @@ def blur_output(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch
 class Cbs(Regime):
     name = "cbs"
     Settings = CbsSettings
+
+    @classmethod
+    def check_compatible(cls, train: TrainSettings, settings: CbsSettings) -> None:
+        """Refused when the config is read, not when the run starts: a sweep must not offer CBS
+        on a model it cannot blur."""
+        if not has_3x3_convolutions(train.model):
+            raise ValueError(
+                f"setting 'model': CBS needs a model with 3x3 convolutions; '{train.model}' has none"
+            )
 
     def __init__(self, settings: CbsSettings, context: RegimeContext):
         super().__init__(settings, context)
