@@ -81,6 +81,11 @@ def confirmations_owed(options: SweepOptions) -> int:
     return options.top_k * options.confirm_seeds
 
 
+def planned_trials(options: SweepOptions) -> int:
+    """Every trial the sweep owes: per dataset and regime its search and confirmation runs."""
+    return len(options.datasets) * len(options.regimes) * (options.num_trials + confirmations_owed(options))
+
+
 def dataset_line(dataset: str, trials: Sequence[TrialView], options: SweepOptions, width: int) -> str:
     """`digits   search 7/20 done, 2 running · confirm 0/10 · best val so far: lerac 97.2%, ...`"""
     mine = [trial for trial in trials if trial.dataset == dataset]
@@ -116,11 +121,9 @@ def confirmations_waiting(trials: Sequence[TrialView], options: SweepOptions) ->
 def epochs_owed(trials: Sequence[TrialView], options: SweepOptions) -> tuple[int, int]:
     """(trial-epochs done, trial-epochs the sweep owes in all) counted as if no further trial
     stops early: ended trials owe what they trained, the others the full budget."""
-    groups = len(options.datasets) * len(options.regimes)
-    planned = groups * (options.num_trials + confirmations_owed(options))
     done = sum(trial.epochs_done for trial in trials)
     owed = sum(trial.epochs_done if trial.ended else options.epochs for trial in trials)
-    owed += max(0, planned - len(trials)) * options.epochs
+    owed += max(0, planned_trials(options) - len(trials)) * options.epochs
     return done, owed
 
 
@@ -175,15 +178,10 @@ def waiting_line(trials: Sequence[TrialView], options: SweepOptions, total: Mapp
                 usage += f", {held['GPU']:g}/{total['GPU']:g} GPUs"
             parts.append(f"{_trials(pending - starting)} for a free slot ({usage} in use; {asks})")
         return "waiting: " + "; ".join(parts)
-    if running >= options.max_concurrent and len(trials) < _planned(options):
-        return (f"queued: {_trials(_planned(options) - len(trials))} not started yet "
+    if running >= options.max_concurrent and len(trials) < planned_trials(options):
+        return (f"queued: {_trials(planned_trials(options) - len(trials))} not started yet "
                 f"({options.max_concurrent} at a time: --max-concurrent)")
     return None
-
-
-def _planned(options: SweepOptions) -> int:
-    groups = len(options.datasets) * len(options.regimes)
-    return groups * (options.num_trials + confirmations_owed(options))
 
 
 def status_lines(trials: Iterable[TrialView], options: SweepOptions, *, elapsed: float, done_at_start: int,

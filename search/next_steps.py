@@ -57,10 +57,13 @@ def analysis_command(command: str, *, tracking_uri: str, experiment: str, sweep_
 
 
 def ui_command(tracking_uri: str) -> str | None:
-    """`mlflow ui` for a local store; None for a tracking server, whose UI is already up."""
+    """`mlflow ui` for a local store (one worker: it serves one person, and each of the four
+    default workers imports MLflow before the UI answers); None for a tracking server, whose UI
+    is already up."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    return f"{script('mlflow')} ui --backend-store-uri {shlex.quote(absolute_uri(tracking_uri))} --port {UI_PORT}"
+    return (f"{script('mlflow')} ui --backend-store-uri {shlex.quote(absolute_uri(tracking_uri))} "
+            f"--port {UI_PORT} --workers 1")
 
 
 def replay_command(path: Path) -> str:
