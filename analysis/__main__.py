@@ -1,8 +1,8 @@
-"""`python -m analysis <command>` (console script `lerac-analysis`): look at a sweep's results.
+"""`lerac-analysis <command>` (or `python -m analysis`): look at a sweep's results.
 
-Commands: leaderboard, export, confirm, plots, report (all read a sweep from
-MLflow), and rates (the per-layer rate curves of any config file, no sweep
-needed). Bad input ends with one `error:` line on stderr and exit status 2.
+Commands: sweeps (the sweeps of an experiment), leaderboard, export, confirm,
+plots, report (all read a sweep from MLflow), and rates (the per-layer rate
+curves of any config file, no sweep needed). Bad input ends with one `error:` line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from analysis.errors import AnalysisError
 from analysis.records import Sweep, load_sweep
 from trainables.cli import OneLineParser
+from trainables.version import version_line
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "lerac-sweep"
@@ -30,9 +31,19 @@ def _sweep(args: argparse.Namespace) -> Sweep:
 
 def _out(args: argparse.Namespace, sweep: Sweep, root: str) -> Path:
     """The output folder: --out, else `<root>/<sweep_id>` (both gitignored roots)."""
-    out = args.out or Path(root) / sweep.sweep_id
+    out = (args.out or Path(root) / sweep.sweep_id).resolve()  # printed paths open from anywhere
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def cmd_sweeps(args: argparse.Namespace) -> int:
+    from analysis.sweeps import format_sweeps, list_sweeps
+
+    rows = list_sweeps(args.tracking_uri, args.experiment)
+    print(f"experiment {args.experiment!r}: {len(rows)} sweep{'s' if len(rows) != 1 else ''}, newest first")
+    if rows:
+        print(format_sweeps(rows))
+    return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -59,13 +70,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from analysis.export import export_all
+    from search.next_steps import replay_command
 
     sweep = _sweep(args)
     for exported in export_all(sweep, _out(args, sweep, "exports")):
         print(exported.summary())
         for path in exported.paths:
             print(f"  written: {path}")
-    print("replay with: python -m trainables.train --config FILE")
+        print(f"  replay:  {replay_command(exported.best_config)}")
     return 0
 
 
@@ -125,16 +137,19 @@ def cmd_rates(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, *, one_sweep: bool = True) -> None:
     parser.add_argument("--tracking-uri", default=DEFAULT_URI, help=f"MLflow tracking URI (default: {DEFAULT_URI})")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
                         help=f"MLflow experiment of the sweep (default: {DEFAULT_EXPERIMENT})")
+    if not one_sweep:
+        return
     parser.add_argument("--sweep-id", help="sweep to analyse (default: the experiment's latest)")
     parser.add_argument("--out", type=Path, help="output folder (default: reports/<sweep_id> or exports/<sweep_id>)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m analysis", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="lerac-analysis", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
@@ -142,9 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text.replace("%", "%%"), description=text)
         sub.set_defaults(handler=handler)
         if name != "rates":
-            _common(sub)
+            _common(sub, one_sweep=name != "sweeps")
         return sub
 
+    add("sweeps", cmd_sweeps, "the sweeps of an experiment, newest first: start, state, regimes, code "
+        "version and each dataset's verdict")
     add("leaderboard", cmd_leaderboard,
         "per dataset and regime: the search (trials, end states, trial-epochs, best and mean validation, "
         "test of the best) and the confirmation on fresh seeds (mean test with 95% CI, gap to the leader, "

@@ -1,5 +1,6 @@
 """The sweep's pictures as PNG files: rate curves, learning curves (search and confirmation),
-importances per regime, parallel coordinates.
+importances per regime, parallel coordinates; and the parallel coordinates once more as an
+interactive HTML page (plotly), where axes can be reordered and ranges brushed.
 
 Figures are built as `matplotlib.figure.Figure` objects (no pyplot, no global
 state, the Agg canvas), so they render the same headless, in tests and in CI.
@@ -15,11 +16,12 @@ from typing import Any
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
-from analysis.importance import build_study, param_importances
+from analysis.importance import FEW_TRIALS, build_study, param_importances
 from analysis.records import Sweep, histories, log_files, trial_config
 from analysis.winners import confirmed_configs, dataset_verdict
 from search import schema
@@ -174,25 +176,36 @@ def confirmation_curves_figure(history: pd.DataFrame, runs: pd.DataFrame) -> Fig
     return figure
 
 
+def _few_trials_note(completed: int) -> str:
+    return (f"only {completed} completed: a rough estimate (PED-ANOVA wants {FEW_TRIALS}+)"
+            if completed < FEW_TRIALS else "")
+
+
 def importance_figure(importances: dict[str, tuple[dict[str, float], int]], dataset: str) -> Figure:
     """Per regime, horizontal bars of Optuna's parameter importances (PED-ANOVA) over that
-    regime's own search; `importances` maps regime -> (importances, completed trials)."""
+    regime's own search; `importances` maps regime -> (importances, completed trials). Each panel
+    names its trial count, with a caveat when there are too few for a stable estimate."""
+    panels = max(1, len(importances))
     rows = max([len(found) for found, _ in importances.values()] + [3])
-    figure = Figure(figsize=(6.5 * max(1, len(importances)), 0.45 * rows + 1.4), layout="constrained", dpi=DPI)
-    axes = figure.subplots(1, max(1, len(importances)), squeeze=False)[0]
+    width = max(7.0, 5.5 * panels)
+    figure = Figure(figsize=(width, 0.45 * rows + 2.0), layout="constrained", dpi=DPI)
+    axes = figure.subplots(1, panels, squeeze=False)[0]
     for ax, (regime, (found, completed)) in zip(axes, importances.items(), strict=False):
         if found:
             names = list(found)[::-1]
             bars = ax.barh(names, [found[n] for n in names], color=_regime_colour(regime))
             ax.bar_label(bars, fmt="%.2f", padding=3, fontsize=8)
-            ax.set_xlabel("importance (normalised)")
+            ax.set_xlabel("importance (normalised, sums to 1)")
             ax.set_xlim(0, 1)
         else:
             ax.text(0.5, 0.5, "fewer than 2 completed trials,\nor nothing was searched",
                     ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
-        ax.set_title(f"{regime}: {completed} completed search trials", fontsize=9)
-    figure.suptitle(f"{dataset}: parameter importance per regime (Optuna PED-ANOVA)", fontsize=10)
+        title = f"{regime}: {completed} completed search trial{'s' if completed != 1 else ''}"
+        note = _few_trials_note(completed) if found else ""
+        ax.set_title(title + (f"\n{note}" if note else ""), fontsize=9, color="0.1")
+    heading = f"{dataset}: which searched settings mattered, per regime (Optuna PED-ANOVA importance)"
+    figure.suptitle(textwrap.fill(heading, width=int(width * 13)), fontsize=10)
     return figure
 
 
@@ -207,22 +220,39 @@ def _axis_positions(values: list[Any], distribution: BaseDistribution) -> np.nda
     return np.array([MISSING if v is None else (scale(v) - scale(low)) / span for v in values])
 
 
-def _axis_labels(distribution: BaseDistribution) -> list[tuple[float, str]]:
+def axis_ticks(distribution: BaseDistribution, count: int = 5) -> list[tuple[float, str]]:
+    """Tick positions in [0, 1] with labels: every choice of a categorical setting, else
+    `count` values spread evenly (geometrically on a log axis), ends included."""
     if isinstance(distribution, CategoricalDistribution):
         last = max(len(distribution.choices) - 1, 1)
         return [(i / last, str(choice)) for i, choice in enumerate(distribution.choices)]
-    return [(0.0, f"{distribution.low:.3g}"), (1.0, f"{distribution.high:.3g}")]
+    low, high = float(distribution.low), float(distribution.high)
+    if high == low:
+        return [(0.0, f"{low:.3g}")]
+    values = np.geomspace(low, high, count) if distribution.log else np.linspace(low, high, count)
+    positions = _axis_positions(list(values), distribution)
+    return [(float(y), f"{v:.3g}") for y, v in zip(positions, values, strict=True)]
 
 
-def parallel_figure(trials: pd.DataFrame, space: dict[str, BaseDistribution], leading_id: str | None) -> Figure:
-    """Parallel coordinates: one polyline per search trial through its searched settings to
-    val_acc; regime-only settings sit on the n/a band for the other regimes."""
+def parallel_order(trials: pd.DataFrame, space: dict[str, BaseDistribution]) -> list[str]:
+    """The searched settings, most important first (importance over all the dataset's search
+    trials, the regime one of the settings); settings without an importance last, by name."""
+    study, _ = build_study(trials)
+    found = param_importances(study)
+    return sorted(space, key=lambda key: (-found.get(key, -1.0), key))
+
+
+def parallel_figure(trials: pd.DataFrame, space: dict[str, BaseDistribution], leading_id: str | None,
+                    order: list[str] | None = None) -> Figure:
+    """Parallel coordinates: one polyline per search trial through its searched settings (most
+    important first) to val_acc, coloured by validation accuracy; regime-only settings sit on
+    the n/a band for the other regimes; trials that did not complete are dotted."""
     scored = trials[trials[schema.VAL_ACC].map(math.isfinite)]
     configs = [trial_config(row) for _, row in scored.iterrows()]
-    keys = sorted(space, key=lambda key: (key != "regime", key))
+    keys = [key for key in (order or sorted(space)) if key in space]
     accuracies = scored[schema.VAL_ACC].to_numpy()
     target = FloatDistribution(float(accuracies.min()), float(accuracies.max())) if len(accuracies) else None
-    figure = Figure(figsize=(max(6.0, 1.3 * (len(keys) + 1)), 4.8), layout="constrained", dpi=DPI)
+    figure = Figure(figsize=(max(7.0, 1.35 * (len(keys) + 1) + 1.5), 5.0), layout="constrained", dpi=DPI)
     ax = figure.add_subplot()
     if target is None:
         ax.text(0.5, 0.5, "no trial has a validation accuracy", ha="center", transform=ax.transAxes)
@@ -230,28 +260,70 @@ def parallel_figure(trials: pd.DataFrame, space: dict[str, BaseDistribution], le
     columns = [_axis_positions([c.get(key) for c in configs], space[key]) for key in keys]
     columns.append(_axis_positions(list(accuracies), target))
     table = np.column_stack(columns)
-    for row, (_, trial) in zip(table, scored.iterrows(), strict=True):
+    colours = matplotlib.colormaps["viridis"]
+    norm = Normalize(vmin=100 * target.low, vmax=100 * target.high if target.high > target.low else 100 * target.low + 1)
+    order_by_accuracy = np.argsort(accuracies)  # best drawn last, on top
+    rows = list(scored.iterrows())
+    for index in order_by_accuracy:
+        _, trial = rows[index]
         leading = trial["run_id"] == leading_id
-        ax.plot(range(len(row)), row, color=_regime_colour(trial[schema.REGIME]), alpha=1.0 if leading else 0.55,
-                linewidth=2.8 if leading else 1.2,
+        ax.plot(range(table.shape[1]), table[index], color=colours(norm(100 * accuracies[index])),
+                alpha=1.0 if leading else 0.8, linewidth=3.2 if leading else 1.3, zorder=4 if leading else 2,
                 linestyle="-" if trial[schema.END_STATE] == schema.COMPLETED else ":")
+        if leading:
+            ax.plot(range(table.shape[1]), table[index], color="0.1", linewidth=5.0, alpha=0.35, zorder=3)
     for i, distribution in enumerate([*[space[k] for k in keys], target]):
         ax.axvline(i, color="0.3", linewidth=0.8)
-        for y, label in _axis_labels(distribution):
-            ax.text(i + 0.03, y, label, fontsize=7, va="center", color="0.15")
+        ticks = axis_ticks(distribution) if i < len(keys) else [
+            (y, f"{100 * float(label):.1f}%") for y, label in axis_ticks(distribution)]
+        for y, label in ticks:
+            ax.plot([i - 0.04, i], [y, y], color="0.3", linewidth=0.8)
+            ax.text(i + 0.04, y, label, fontsize=7, va="center", color="0.15",
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5})
     ax.axhspan(MISSING - 0.05, MISSING + 0.05, color="0.93", zorder=0)
     ax.text(-0.45, MISSING, "n/a", fontsize=7, va="center", color="0.4")
-    ax.set_xticks(range(len(keys) + 1), [*map(setting_label, keys), "val_acc"], rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(range(len(keys) + 1), [*map(setting_label, keys), "val_acc"], rotation=30, ha="right",
+                  fontsize=8)
     ax.set_yticks([])
-    ax.set_xlim(-0.5, len(keys) + 0.3)
+    ax.set_xlim(-0.5, len(keys) + 0.6)
     ax.set_ylim(MISSING - 0.08, 1.08)
-    regimes = sorted(scored[schema.REGIME].dropna().unique())
-    ax.legend(handles=[Line2D([], [], color=_regime_colour(r), label=r) for r in regimes]
-              + [Line2D([], [], color="0.3", linestyle=":", label="not completed")],
-              loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    bar = figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=colours), ax=ax, pad=0.01)
+    bar.set_label("final validation accuracy (%)", fontsize=8)
+    ax.legend(handles=[Line2D([], [], color="0.2", linewidth=3.2, label="leading config"),
+                       Line2D([], [], color="0.3", linestyle=":", label="stopped early / diverged")],
+              loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=2, fontsize=8, frameon=False)
     dataset = scored[schema.DATASET].iloc[0]
-    ax.set_title(f"{dataset}: searched settings of {len(scored)} search trials (leading config bold)",
-                 fontsize=10)
+    ax.set_title(f"{dataset}: searched settings of {len(scored)} search trials, most important first",
+                 fontsize=10, pad=22)
+    return figure
+
+
+def parallel_html(trials: pd.DataFrame, space: dict[str, BaseDistribution], order: list[str]) -> Any:
+    """The parallel coordinates as an interactive plotly figure: drag an axis to reorder it,
+    brush a range to filter the trials. Missing (conditional) settings sit below their axis."""
+    import plotly.graph_objects as go
+
+    scored = trials[trials[schema.VAL_ACC].map(math.isfinite)]
+    configs = [trial_config(row) for _, row in scored.iterrows()]
+    accuracies = 100 * scored[schema.VAL_ACC].to_numpy()
+    dimensions = []
+    for key in [key for key in order if key in space]:
+        positions = _axis_positions([c.get(key) for c in configs], space[key])
+        ticks = axis_ticks(space[key])
+        if (positions == MISSING).any():
+            ticks = [(MISSING, "n/a"), *ticks]
+        dimensions.append({"label": setting_label(key), "values": positions, "range": [MISSING - 0.05, 1.0],
+                           "tickvals": [y for y, _ in ticks], "ticktext": [label for _, label in ticks]})
+    dimensions.append({"label": "val_acc (%)", "values": accuracies})
+    figure = go.Figure(go.Parcoords(
+        line={"color": accuracies, "colorscale": "Viridis", "showscale": True,
+              "colorbar": {"title": {"text": "val acc (%)"}}},
+        dimensions=dimensions,
+    ))
+    dataset = scored[schema.DATASET].iloc[0] if len(scored) else ""
+    figure.update_layout(title=f"{dataset}: {len(scored)} search trials, settings most important first "
+                               "(drag axes to reorder, brush to filter)",
+                         margin={"l": 80, "r": 80, "t": 90, "b": 40}, height=520)
     return figure
 
 
@@ -291,12 +363,28 @@ def dataset_plots(sweep: Sweep, dataset: str, out: Path) -> list[Path]:
         importances[regime] = (param_importances(study), len([t for t in study.trials if t.value is not None]))
     written.append(save(importance_figure(importances, dataset), out / f"{dataset}-importance.png"))
     _, space = build_study(trials)
-    written.append(save(parallel_figure(trials, space, leading_id), out / f"{dataset}-parallel.png"))
+    order = parallel_order(trials, space)
+    written.append(save(parallel_figure(trials, space, leading_id, order), out / f"{dataset}-parallel.png"))
+    interactive = interactive_parallel(sweep, dataset)
+    if interactive is not None:
+        path = out / f"{dataset}-parallel.html"
+        interactive.write_html(path, include_plotlyjs=True, full_html=True)  # opens offline, alone
+        written.append(path)
     return written
 
 
+def interactive_parallel(sweep: Sweep, dataset: str) -> Any:
+    """The dataset's interactive parallel coordinates (a plotly figure), None without trials."""
+    trials = sweep.trials_of(dataset)
+    if not len(trials):
+        return None
+    _, space = build_study(trials)
+    return parallel_html(trials, space, parallel_order(trials, space))
+
+
 def write_plots(sweep: Sweep, out: Path) -> dict[str, list[Path]]:
-    """Every dataset's pictures, written to `out` and attached to its parent run."""
+    """Every dataset's pictures (PNG, and the interactive parallel coordinates as HTML), written
+    to `out` and attached to its parent run."""
     written = {dataset: dataset_plots(sweep, dataset, out) for dataset in sweep.datasets}
     for dataset, paths in written.items():
         log_files(sweep, dataset, paths)

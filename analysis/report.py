@@ -4,9 +4,10 @@ Order of the page: each dataset's verdict (headline, per-regime table with
 95% intervals and Holm-corrected p-values, McNemar's tables per seed pair),
 the protocol the sweep followed (its `protocol.json`), the leaderboard, then
 per dataset the configs, any confirmation re-run by hand and the pictures.
-Images are embedded as base64 and there is no script or external style, so
-the page can be mailed, attached to a review or opened from MLflow's artifact
-view.
+Images are embedded as base64 and nothing is fetched from elsewhere, so the
+page can be mailed, attached to a review or opened from MLflow's artifact
+view offline. Its one script is plotly.js, inlined once, for the interactive
+parallel coordinates per dataset (axes can be reordered, ranges brushed).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pandas as pd
 
 from analysis.confirm import BASELINES, confirm_file
 from analysis.leaderboard import display, leaderboard
-from analysis.plots import write_plots
+from analysis.plots import interactive_parallel, write_plots
 from analysis.records import ANALYSIS_FOLDER, Sweep, log_files
 from analysis.winners import PENDING, DatasetVerdict, confirmed_configs, dataset_verdict
 from search import schema
@@ -263,7 +264,13 @@ def dataset_section(sweep: Sweep, dataset: str, verdict: DatasetVerdict, images:
     again = reconfirmations_html(sweep, dataset)
     if again:
         parts += ["<h3>Confirmation re-run by hand</h3>", again]
-    parts += ["<h3>Pictures</h3>", *map(image, images)]
+    parts += ["<h3>Pictures</h3>", *map(image, [path for path in images if path.suffix == ".png"])]
+    interactive = interactive_parallel(sweep, dataset)
+    if interactive is not None:
+        parts += ["<h3>Parallel coordinates, interactive</h3>",
+                  '<p class="note">Drag an axis to reorder it; drag along an axis to keep only the '
+                  "trials in that range.</p>",
+                  interactive.to_html(full_html=False, include_plotlyjs=False)]
     return "\n".join(parts)
 
 
@@ -282,9 +289,11 @@ def render(sweep: Sweep, images: dict[str, list[Path]]) -> str:
     } for dataset in sweep.datasets])
     protocol = next((found for found in map(sweep.protocol, sweep.datasets) if found is not None), None)
     title = f"Sweep {html.escape(sweep.sweep_id)} ({html.escape(sweep.experiment)})"
+    from plotly.offline import get_plotlyjs
+
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
-        f"<style>{STYLE}</style></head><body><h1>{title}</h1>"
+        f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body><h1>{title}</h1>"
         f"<p>Generated {stamp}. Each regime searched with the same budget; its best config (on "
         f"validation accuracy, never test) was retrained on fresh seeds. A regime wins a dataset only "
         f"when it is significantly better than every other regime there; otherwise the verdict is a "

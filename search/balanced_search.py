@@ -216,7 +216,7 @@ class BalancedSearch(Searcher):
         self._state.started[key] += 1
         self._state.live[trial_id] = _Live(group=key, stage=schema.SEARCH, optuna_number=trial.number)
         return {**config, SWEEP_KEY: {
-            "stage": schema.SEARCH, "group": key,
+            "stage": schema.SEARCH, "group": key, "number": trial.number + 1,
             "test_epochs": list(self.search_test_epochs),
             "checkpoint_epochs": list(self.search_checkpoint_epochs),
         }}

@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -22,9 +23,11 @@ from search import schema  # noqa: E402
 from search.checks import SweepError  # noqa: E402
 from search.options import SweepOptions, first_error  # noqa: E402
 from search.sweep import SweepInterrupted, run_sweep  # noqa: E402
+from search.sweep_file import SweepFileError, options_with_file  # noqa: E402
 from trainables.data import DATASET_NAMES  # noqa: E402
 from trainables.models import MODEL_NAMES  # noqa: E402
 from trainables.regimes import REGIME_NAMES  # noqa: E402
+from trainables.version import version_line  # noqa: E402
 
 DEFAULTS = SweepOptions()
 
@@ -39,9 +42,16 @@ def _settings(pairs: Sequence[str]) -> dict[str, str]:
     return fixed
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Flags whose option in SweepOptions has another name; every other flag's dest is its option's name.
+OPTION_OF_FLAG = {"trials": "num_trials", "time_budget": "time_budget_s", "set": "fixed"}
+NOT_OPTIONS = frozenset({"config", "resume", "help", "version"})
+
+
+def build_parser(*, defaults: bool = True) -> argparse.ArgumentParser:
+    """The CLI; with `defaults=False` a flag not on the command line is absent from the result,
+    so a sweep file's value is overridden only by flags that were given."""
     parser = argparse.ArgumentParser(
-        prog="lerac_sweep",
+        prog="lerac-sweep",
         description=(
             "Search learning-rate regimes per dataset with Ray Tune, one Optuna study and one ASHA "
             "per regime and the same budget for each; retrain each regime's best config on fresh "
@@ -50,7 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add = parser.add_argument
+    def add(*flags: str, **kwargs: Any) -> None:
+        parser.add_argument(*flags, **kwargs if defaults else {**kwargs, "default": argparse.SUPPRESS})
+
+    add("--config", metavar="SWEEP.yaml",
+        help="a sweep file: any of the options below by their SweepOptions names (num_trials, "
+             "epochs, fixed, ...); flags given on the command line override it")
+    parser.add_argument("--version", action="version", version=version_line())
     add("--datasets", nargs="+", default=list(DEFAULTS.datasets),
         help=f"datasets to sweep: {', '.join(DATASET_NAMES)} (digits and mnist1d are embedded; "
              "the others are read from --data-dir, see README)")
@@ -129,14 +145,23 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
     )
 
 
+def given_options(argv: Sequence[str] | None) -> dict[str, Any]:
+    """The options given as flags on the command line, by their SweepOptions names."""
+    given = vars(build_parser(defaults=False).parse_args(argv))
+    values = {OPTION_OF_FLAG.get(dest, dest): value for dest, value in given.items() if dest not in NOT_OPTIONS}
+    if "fixed" in values:
+        values["fixed"] = _settings(values["fixed"])
+    return values
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from search.progress import summary_table
 
     args = build_parser().parse_args(argv)
     try:
-        options = options_from_args(args)
+        options = options_with_file(args.config, given_options(argv)) if args.config else options_from_args(args)
         outcomes = run_sweep(options, resume=args.resume)
-    except SweepError as error:
+    except (SweepError, SweepFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except ValidationError as error:

@@ -1,35 +1,14 @@
-"""What a person watching a sweep sees: a compact live table and a final summary."""
+"""What a person sees when a sweep ends: each dataset's verdict and where to look next
+(the live display while it runs is `search.live`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from ray.tune import CLIReporter
-
+from search.next_steps import next_steps
 from search.verdicts import ROW_HEADERS, DatasetOutcome, verdict_rows, verdict_title
 from trainables.regimes import regime_class
-
-
-def progress_reporter() -> CLIReporter:
-    """Ray's live table with the key metrics and the shared settings, nothing else.
-
-    Regime-specific settings are left out: they are conditional, absent from
-    other regimes' configs, and Ray's best-trial line fails on a missing key.
-    """
-    return CLIReporter(
-        metric_columns={
-            "training_iteration": "epoch",
-            "train_loss": "loss",
-            "val_acc": "val acc",
-            "train_seconds": "train s",
-        },
-        parameter_columns={"dataset": "dataset", "regime": "regime", "sweep/stage": "stage",
-                           "lr": "lr", "batch_size": "batch"},
-        max_progress_rows=12,
-        max_report_frequency=10,
-        sort_by_metric=True,
-    )
 
 
 def format_settings(config: dict[str, Any]) -> str:
@@ -67,8 +46,5 @@ def summary_table(outcomes: Sequence[DatasetOutcome], tracking_uri: str, experim
                  "paired t-test against the leader, Holm-corrected, alpha 0.05):", ""]
     for outcome in outcomes:
         lines += dataset_block(outcome) + [""]
-    lines += [
-        f"Review in MLflow:  mlflow ui --backend-store-uri {tracking_uri}   (experiment '{experiment}')",
-        f"Best configs:      python -m analysis export --tracking-uri {tracking_uri} --experiment {experiment}",
-    ]
+    lines += next_steps(tracking_uri, experiment, {o.dataset: o.parent_run_id for o in outcomes})
     return "\n".join(lines)

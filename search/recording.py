@@ -25,6 +25,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from search import schema
 from search.balanced_search import SWEEP_KEY, end_state
+from search.run_labels import mark_end_state, mark_leader, parent_run_name, trial_run_name
 from search.verdicts import DatasetOutcome, config_metadata, description
 from trainables.config import RunConfig
 from trainables.config_file import write_config_file
@@ -121,7 +122,7 @@ class SweepRecorder:
             return existing
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"{dataset}-{self.sweep_id}",
+            run_name=parent_run_name(dataset, self.sweep_id),
             tags={
                 schema.ROLE: schema.PARENT,
                 schema.DATASET: dataset,
@@ -157,12 +158,11 @@ class SweepRecorder:
             schema.SWEEP_ID: self.sweep_id,
             schema.TRIAL_ID: trial_id,
         }
-        name = f"{flat['regime']}-{trial_id}"
+        name = trial_run_name(regime=str(flat["regime"]), trial_id=trial_id, notes=notes, seed=flat["seed"])
         if stage == schema.CONFIRM:
             source = self.find_run(**{schema.ROLE: schema.TRIAL, schema.TRIAL_ID: notes["source_trial"]})
             tags.update({schema.SEED: str(flat["seed"]), schema.RANK: str(notes["rank"]),
                          schema.SOURCE_RUN_ID: source or schema.NONE})
-            name = f"{flat['regime']}-confirm-seed{flat['seed']}" + (f"-rank{notes['rank']}" if notes["rank"] > 1 else "")
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.client.log_batch(run.info.run_id, params=_params(run_config(config).to_params()))
         return run.info.run_id
@@ -197,6 +197,7 @@ class SweepRecorder:
         self._submit(self.client.set_tag, run_id, schema.END_STATE, state)
         self._submit(self.client.set_terminated, run_id,
                      status="FAILED" if state == schema.ERRORED else "FINISHED", end_time=ended)
+        self._submit(mark_end_state, self.client, run_id, state)  # e.g. "lerac · trial 4 (stopped@3)"
 
     # -- the verdict -------------------------------------------------------------------
     def _log_json(self, run_id: str, name: str, content: Any) -> None:
@@ -228,6 +229,9 @@ class SweepRecorder:
         if leading is not None:
             metrics += [Metric(schema.BEST_VAL_ACC, float(leading.source.result[schema.VAL_ACC]), now, 0),
                         Metric(schema.BEST_TEST_ACC, float(leading.source.result[schema.TEST_ACC]), now, 0)]
+        metrics += [Metric(schema.percent_key(m.key), round(100 * m.value, 2), now, 0) for m in metrics
+                    if m.key.startswith((schema.CONFIRM_TEST_ACC, schema.CONFIRM_VAL_ACC, schema.BEST_VAL_ACC,
+                                         schema.BEST_TEST_ACC))]
         tags = {
             schema.VERDICT: verdict.outcome,
             schema.WINNER_REGIME: verdict.winner or schema.NONE,
@@ -237,6 +241,10 @@ class SweepRecorder:
             schema.RUN_NOTE: description(outcome, leading_link=leading_run and self.run_link(leading_run)),
         }
         self.client.log_batch(parent, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.update_run(parent, name=parent_run_name(outcome.dataset, self.sweep_id, verdict=verdict.outcome,
+                                                            winner=verdict.winner))
+        if leading_run is not None:
+            mark_leader(self.client, leading_run, winner=verdict.outcome == schema.WINNER)
         self._log_json(parent, schema.VERDICT_FILE, verdict.to_dict())
         with tempfile.TemporaryDirectory() as folder:
             for regime, confirmed in outcome.confirmed.items():

@@ -53,6 +53,8 @@ SEED: Final = "seed"  # confirmation runs: the fresh seed
 RANK: Final = "rank"  # confirmation runs: 1 = the regime's best search config, 2 = next, ...
 SOURCE_RUN_ID: Final = "source_run_id"  # confirmation runs: the search trial it retrains
 END_STATE: Final = "end_state"
+LEADER: Final = "leader"  # "true" on the search trial whose config leads its dataset (set with the verdict)
+WINNER_RUN: Final = "winner"  # "true" on that trial too when the verdict names it the winner
 
 COMPLETED: Final = "completed"  # ran every epoch with a finite loss
 STOPPED_EARLY: Final = "stopped_early"  # stopped by ASHA at a rung
@@ -74,6 +76,7 @@ GAP_POINTS: Final = "gap_points/"  # the leader's lead over this regime, in poin
 P_HOLM: Final = "p_holm/"  # the paired t-test against the leader, Holm-corrected
 BEST_VAL_ACC: Final = "best_val_acc"  # the leading config's search trial, final epoch
 BEST_TEST_ACC: Final = "best_test_acc"
+PERCENT: Final = "_pct"  # each accuracy above again in percent, 2 decimals (98.44: MLflow's charts show 0.98)
 
 # -- metadata of an exported or recorded config file (the file format is trainables'):
 # RECORDED_*: its search trial's final accuracies, which a replay with the same seed
@@ -86,6 +89,19 @@ BEST_CONFIG: Final = "best_config.yaml"  # the leading config, replayable, verdi
 VERDICT_FILE: Final = "verdict.json"  # per regime and seed: accuracies, intervals, tests
 PROTOCOL_FILE: Final = "protocol.json"  # the sweep's own settings and search ranges
 REGIME_CONFIGS: Final = "configs"  # configs/<regime>.yaml: each regime's confirmed config
+SWEEP_FILE: Final = "sweep.yaml"  # the sweep's options, replayable with `lerac-sweep --config`
+
+# -- experiment tags --------------------------------------------------------------------
+# MLflow's UI reads a saved runs-table view (filter, sort, columns) from the experiment tag
+# `mlflow.sharedViewState.<key>` when a link carries `?viewStateShareKey=<key>`.
+SHARED_VIEW_PREFIX: Final = "mlflow.sharedViewState."
+
+
+def percent_key(key: str) -> str:
+    """The percent twin of a parent accuracy metric: `best_val_acc` -> `best_val_acc_pct`,
+    `confirm_test_acc/lerac` -> `confirm_test_acc_pct/lerac`."""
+    name, slash, regime = key.partition("/")
+    return f"{name}{PERCENT}{slash}{regime}"
 
 
 def rank_key(val_acc: float, train_loss: float) -> tuple[float, float]:

@@ -24,9 +24,11 @@ import optuna
 from search import schema
 from search.balanced_search import BalancedSearch, Confirmation, Group, SamplerSettings
 from search.checks import SweepError, check_cluster_resources, validate_options
+from search.mlflow_view import publish_view
 from search.options import METRIC, SweepOptions
 from search.spaces import SearchSpace, describe_space
 from search.state import load_latest_state, save_state
+from search.sweep_file import attach_sweep_file
 from search.verdicts import DatasetOutcome, TrialOutcome, dataset_outcomes
 from trainables.version import code_version
 
@@ -95,7 +97,7 @@ def build_tuner(options: SweepOptions, sweep_dir: Path, callback: Any, *, resume
     from ray.tune.search import ConcurrencyLimiter
 
     from search.grouped_scheduler import GroupedAsha
-    from search.progress import progress_reporter
+    from search.live import progress_reporter
     from trainables.trainable import RegimeTrainable
 
     trainable = tune.with_resources(
@@ -139,7 +141,7 @@ def build_tuner(options: SweepOptions, sweep_dir: Path, callback: Any, *, resume
             name=sweep_dir.name,
             storage_path=str(sweep_dir.parent),
             callbacks=[callback],
-            progress_reporter=progress_reporter(),
+            progress_reporter=progress_reporter(options, sweep_dir),
             verbose=1,
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=0,
@@ -214,6 +216,9 @@ def run_sweep(options: SweepOptions, *, resume: bool = False) -> list[DatasetOut
                                          code_version=version_now, protocol=record)
             for dataset in options.datasets
         }
+        publish_view(recorder.client, recorder.experiment_id, sweep_id)  # columns for the UI link
+        for parent in parents.values():
+            attach_sweep_file(recorder.client, parent, options)
         callback = MlflowTrialCallback(recorder, parents=parents, epochs=options.epochs)
         trials = trial_outcomes(build_tuner(options, storage_path / sweep_id, callback, resume=resume).fit())
         undone = unfinished_work(trials, options)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
@@ -24,6 +25,7 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 
 from analysis.__main__ import main
+from analysis.export import portable_data_dir
 from analysis.importance import build_study
 from analysis.plots import confirmation_curves_figure, learning_curves_figure, rate_curves_figure
 from analysis.records import config_from_params, histories, load_sweep
@@ -166,7 +168,8 @@ def test_export_replays_the_leading_config_exactly(sweep, capsys):
     assert best.metadata["recorded_test_acc"] == leading.data.metrics["test_acc"]
     assert best.metadata["code_version"] == tags["code_version"]
     assert best.metadata["verdict"]["outcome"] == tags["verdict"]
-    assert best.settings == RunConfig.from_params(leading.data.params).to_dict()
+    recorded = RunConfig.from_params(leading.data.params).to_dict()
+    assert best.settings == portable_data_dir(recorded, Path.cwd().resolve())[0]  # data_dir made portable
     for regime in REGIMES:
         sources = {run.data.tags["source_run_id"] for run in runs(sweep, stage="confirm", regime=regime)}
         if sources:
@@ -255,8 +258,11 @@ def test_report_puts_the_verdict_first_with_its_evidence(sweep, confirmed, capsy
     assert "search trials per regime (each its own Optuna study)</td><td>3</td>" in text
     assert "By hand, baseline all" in text  # the confirmation re-run by hand
     pngs = list((sweep["tmp"] / "report").glob("*.png"))
-    assert text.count('src="data:image/png;base64,') == len(pngs) >= 5
-    assert "http://" not in text and "https://" not in text  # self-contained: nothing fetched
+    outside_scripts = re.sub(r"<script[^>]*>.*?</script>", "", text, flags=re.DOTALL)  # plotly.js inlined
+    assert outside_scripts.count('src="data:image/png;base64,') == len(pngs) >= 5
+    assert "<script src=" not in text and "<link " not in text  # self-contained: nothing fetched
+    assert "http://" not in outside_scripts and "https://" not in outside_scripts
+    assert text.count('class="plotly-graph-div"') == 1  # the interactive parallel coordinates
     logged = {Path(a.path).name for a in sweep["client"].list_artifacts(parent_run(sweep).info.run_id, "analysis")}
     assert page.name in logged
 

@@ -124,12 +124,12 @@ def test_rates_command_draws_a_config_file(tmp_path, capsys):
     assert png.stat().st_size > 20_000
 
 
-@pytest.mark.parametrize("command", ["leaderboard", "export", "confirm", "plots", "report", "rates"])
+@pytest.mark.parametrize("command", ["sweeps", "leaderboard", "export", "confirm", "plots", "report", "rates"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0
-    assert "usage: python -m analysis " + command in capsys.readouterr().out
+    assert "usage: lerac-analysis " + command in capsys.readouterr().out
 
 
 def test_missing_database_is_one_clear_line(tmp_path, capsys):

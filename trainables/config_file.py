@@ -37,7 +37,7 @@ def read_config_file(path: str | Path) -> ConfigFile:
     whose one-line message names the file, so every CLI can print it as is.
     """
     path = Path(path)
-    content = _parse_yaml(path, _read_text(path))
+    content = read_yaml(path)
     if content is None:
         raise ValueError(f"config file {path} is empty: it holds no settings")
     if not isinstance(content, Mapping):
@@ -51,46 +51,53 @@ def read_config_file(path: str | Path) -> ConfigFile:
     return ConfigFile(settings=dict(content))
 
 
-def _read_text(path: Path) -> str:
+def read_yaml(path: str | Path, *, what: str = "config file") -> Any:
+    """A small YAML file's content through `yaml.safe_load` (nothing in it can create Python
+    objects); ValueError (FileNotFoundError when missing) with one line naming `what` and the file."""
+    path = Path(path)
+    return _parse_yaml(path, _read_text(path, what), what)
+
+
+def _read_text(path: Path, what: str) -> str:
     if not path.exists():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     if path.is_dir():
-        raise ValueError(f"config file {path} is a directory, not a YAML file")
+        raise ValueError(f"{what} {path} is a directory, not a YAML file")
     if not path.is_file():
-        raise ValueError(f"config file {path} is not a regular file")
+        raise ValueError(f"{what} {path} is not a regular file")
     try:
         with path.open("rb") as file:
             data = file.read(MAX_BYTES + 1)
     except OSError as error:
-        raise ValueError(f"cannot read config file {path}: {error.strerror}") from None
+        raise ValueError(f"cannot read {what} {path}: {error.strerror}") from None
     if len(data) > MAX_BYTES:
-        raise ValueError(f"config file {path} is larger than {MAX_BYTES // 1024} KiB: not a run's settings")
+        raise ValueError(f"{what} {path} is larger than {MAX_BYTES // 1024} KiB: not a run's settings")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"config file {path} is not UTF-8 text, so not YAML") from None
+        raise ValueError(f"{what} {path} is not UTF-8 text, so not YAML") from None
 
 
-def _parse_yaml(path: Path, text: str) -> Any:
+def _parse_yaml(path: Path, text: str, what: str) -> Any:
     """`yaml.safe_load`, whose errors (several lines, or a RecursionError) become one line."""
     try:
         return yaml.safe_load(text)
     except RecursionError:
         # PyYAML composes nested collections recursively: 10,000 nested lists exhaust the stack.
-        raise ValueError(f"config file {path} is nested too deeply to be a run's settings") from None
+        raise ValueError(f"{what} {path} is nested too deeply to be a run's settings") from None
     except yaml.constructor.ConstructorError as error:
         tag = _UNKNOWN_TAG.search(error.problem or "")
         if tag is None:
-            raise ValueError(f"config file {path}{_where(error)}: {error.problem}") from None
+            raise ValueError(f"{what} {path}{_where(error)}: {error.problem}") from None
         shown = tag.group(1).replace("tag:yaml.org,2002:", "!!")
         raise ValueError(
-            f"config file {path}{_where(error)} contains the tag {shown}, which is not allowed: "
+            f"{what} {path}{_where(error)} contains the tag {shown}, which is not allowed: "
             "a config holds plain values only (nothing in it may create Python objects)"
         ) from None
     except yaml.MarkedYAMLError as error:
-        raise ValueError(f"config file {path} is not valid YAML{_where(error)}: {error.problem}") from None
+        raise ValueError(f"{what} {path} is not valid YAML{_where(error)}: {error.problem}") from None
     except yaml.YAMLError as error:
-        raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
+        raise ValueError(f"{what} {path} is not valid YAML: {' '.join(str(error).split())}") from None
 
 
 def _where(error: yaml.MarkedYAMLError) -> str:

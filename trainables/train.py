@@ -1,4 +1,4 @@
-"""Train one configuration: `python -m trainables.train --regime lerac --dataset digits`.
+"""Train one configuration: `lerac-train --regime lerac --dataset digits` (or `python -m trainables.train`).
 
 Every shared and regime setting is a flag; `--config FILE.yaml` supplies them
 from a file (flags given on the command line win). Prints one line per epoch
@@ -25,7 +25,7 @@ from trainables.config_file import CODE_VERSION, RECORDED_TEST_ACC, read_config_
 from trainables.divergence import loss_limit
 from trainables.regimes import REGIMES
 from trainables.training import EpochReport, Trainer
-from trainables.version import code_version
+from trainables.version import code_version, version_line
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, settings_type: type, title: str) -> None:
@@ -47,9 +47,10 @@ def _add_setting_flags(parser: argparse.ArgumentParser, settings_type: type, tit
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="python -m trainables.train",
+        prog="lerac-train",
         description="Train one configuration of a learning-rate regime and report its accuracy.",
     )
+    parser.add_argument("--version", action="version", version=version_line())
     parser.add_argument("--config", type=Path, help="YAML file of settings (e.g. an exported best_config.yaml)")
     parser.add_argument("--output", type=Path, help="write the final result as JSON to this file")
     parser.add_argument("--quiet", action="store_true", help="print only the final result")
