@@ -57,10 +57,13 @@ def dataset_block(outcome: DatasetOutcome) -> list[str]:
     verdict = outcome.verdict
     title = {schema.WINNER: f"WINNER {verdict.winner}",
              schema.TIE: f"TIE ({', '.join(verdict.tied)} within noise)",
-             schema.NO_RESULT: "NO VERDICT (no regime completed a confirmation run)"}[verdict.outcome]
-    lines = [f"{outcome.dataset}: {title}",
-             f"  {'regime':<14}{'search trials':<38}{'confirmed test acc [95% CI]':<32}"
-             f"{'gap to leader [95% CI]':<28}Holm p"]
+             schema.NO_RESULT: "NO VERDICT (no regime completed a confirmation run)",
+             schema.NO_TRUSTWORTHY_WINNER: "NO TRUSTWORTHY WINNER (the leader is near chance)"}[verdict.outcome]
+    lines = [f"{outcome.dataset}: {title}"]
+    if verdict.outcome == schema.NO_TRUSTWORTHY_WINNER:
+        lines.append(f"  {outcome.headline()}")
+    lines.append(f"  {'regime':<14}{'search trials':<38}{'confirmed test acc [95% CI]':<32}"
+                 f"{'gap to leader [95% CI]':<28}Holm p")
     comparisons = {c.regime: c for c in verdict.comparisons}
     for regime, search in outcome.searches.items():
         states = ", ".join(f"{n} {state}" for state, n in sorted(search.end_states.items()))
