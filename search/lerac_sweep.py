@@ -9,9 +9,11 @@ the winner of each dataset. On a cluster: `--address auto`, real datasets and
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -21,7 +23,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 from search import schema  # noqa: E402
 from search.checks import SweepError  # noqa: E402
 from search.options import SweepOptions, first_error  # noqa: E402
-from search.sweep import SweepInterrupted, run_sweep  # noqa: E402
+from search.sweep import SweepInterrupted, SweepStopped, absolute, run_sweep  # noqa: E402
 
 DEFAULTS = SweepOptions()
 
@@ -90,58 +92,113 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a fresh worker process for every trial instead of reusing them")
     add("--wait-for-gpus", action="store_true",
         help="allow GPU trials on a cluster with no GPU yet (autoscaling GPU workers)")
+    add("--min-free-mb", type=float, default=DEFAULTS.min_free_mb,
+        help="free space the storage path and a sqlite store's folder must keep: the sweep refuses "
+             "to start below it and stops (resumably) when it falls below it")
+    add("--tracking-timeout", type=float, default=DEFAULTS.tracking_timeout_s,
+        help="seconds a failing MLflow store is waited for (records queue up) before the sweep "
+             "stops (resumably)")
     add("--resume", action="store_true",
-        help="continue the last interrupted sweep under --storage-path (its own options are reused)")
+        help="continue an interrupted sweep under --storage-path with its own options (the last "
+             "one started, or --sweep-id); only --address, --min-free-mb and --tracking-timeout "
+             "may change")
+    add("--sweep-id", default=None, help="with --resume: the sweep to continue")
+    add("--restart", action="store_true",
+        help="with --resume: start the sweep again from scratch under the same id when its saved "
+             "state cannot be restored (Tune's state is set aside, MLflow records are kept)")
     return parser
 
 
-def options_from_args(args: argparse.Namespace) -> SweepOptions:
-    return SweepOptions(
-        datasets=tuple(args.datasets),
-        model=args.model,
-        regimes=tuple(args.regimes),
-        num_trials=args.trials,
-        confirm_seeds=args.confirm_seeds,
-        top_k=args.top_k,
-        epochs=args.epochs,
-        grace_period=args.grace_period,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
-        max_concurrent=args.max_concurrent,
-        address=args.address,
-        storage_path=args.storage_path,
-        tracking_uri=args.tracking_uri,
-        experiment=args.experiment,
-        seed=args.seed,
-        time_budget_s=args.time_budget,
-        data_dir=args.data_dir,
-        wait_for_gpus=args.wait_for_gpus,
-        searcher=args.searcher,
-        scheduler=args.scheduler,
-        reuse_actors=args.reuse_actors,
-        checkpoint_every=args.checkpoint_every,
-        fixed=_settings(args.set),
+# The SweepOptions field behind each flag (argparse's dest -> field).
+FLAG_FIELDS = {
+    "datasets": "datasets", "model": "model", "regimes": "regimes", "trials": "num_trials",
+    "epochs": "epochs", "grace_period": "grace_period", "confirm_seeds": "confirm_seeds",
+    "top_k": "top_k", "cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per_trial",
+    "max_concurrent": "max_concurrent", "address": "address", "storage_path": "storage_path",
+    "tracking_uri": "tracking_uri", "experiment": "experiment", "seed": "seed",
+    "time_budget": "time_budget_s", "data_dir": "data_dir", "set": "fixed", "searcher": "searcher",
+    "scheduler": "scheduler", "checkpoint_every": "checkpoint_every", "reuse_actors": "reuse_actors",
+    "wait_for_gpus": "wait_for_gpus", "min_free_mb": "min_free_mb",
+    "tracking_timeout": "tracking_timeout_s",
+}
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """The dests of the flags the user actually typed (defaults suppressed)."""
+    typed = copy.deepcopy(parser)
+    for action in typed._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(typed.parse_args(argv)))
+
+
+def resume_options(args: argparse.Namespace, given: set[str]) -> tuple[SweepOptions, SweepOptions]:
+    """For --resume: the options to pass (storage path and runtime flags only) and the stored ones.
+
+    A flag the resume would not apply is refused, naming it, unless it repeats the
+    sweep's own value ("the same command plus --resume" works).
+    """
+    from search.sweep import RUNTIME_OPTIONS, absolute, resumed_options
+
+    requested = option_values(args)
+    runtime = {FLAG_FIELDS[dest] for dest in given if dest in FLAG_FIELDS} & set(RUNTIME_OPTIONS)
+    passed = SweepOptions(storage_path=args.storage_path, **{name: requested[name] for name in runtime})
+    sweep_id, stored = resumed_options(passed, args.sweep_id)
+    paths = absolute(SweepOptions(**{name: requested[name] for name in ("tracking_uri", "data_dir")}))
+    requested.update(tracking_uri=paths.tracking_uri, data_dir=paths.data_dir)
+    theirs = absolute(stored)
+    ignored = sorted(
+        f"--{dest.replace('_', '-')}" for dest in given
+        if dest in FLAG_FIELDS and FLAG_FIELDS[dest] not in (*RUNTIME_OPTIONS, "storage_path")
+        and requested[FLAG_FIELDS[dest]] != getattr(theirs, FLAG_FIELDS[dest])
     )
+    if ignored:
+        raise SweepError(f"--resume continues sweep {sweep_id} with the options it was started with; "
+                         f"{', '.join(ignored)} would not be applied: drop "
+                         f"{'them' if len(ignored) > 1 else 'it'}, or start a new sweep")
+    return passed, stored
+
+
+def option_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The SweepOptions fields the flags give, not yet validated."""
+    values = {field: getattr(args, dest) for dest, field in FLAG_FIELDS.items()}
+    values.update(datasets=tuple(args.datasets), regimes=tuple(args.regimes), fixed=_settings(args.set))
+    return values
+
+
+def options_from_args(args: argparse.Namespace) -> SweepOptions:
+    return SweepOptions(**option_values(args))
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 0 with a trustworthy verdict per dataset; 1 when a dataset has none; 2 for bad
+    input; 75 when a fault (full disk, failing tracking store) stopped it; 130 when
+    interrupted. The last three print one line that says how to continue."""
     from search.progress import summary_table
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        options = options_from_args(args)
-        outcomes = run_sweep(options, resume=args.resume)
+        if args.resume:
+            options, shown = resume_options(args, given_flags(parser, argv))
+        else:
+            options = shown = options_from_args(args)
+        outcomes = run_sweep(options, resume=args.resume, sweep_id=args.sweep_id, restart=args.restart)
     except SweepError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except ValidationError as error:
         print(f"error: {first_error(error)}", file=sys.stderr)
         return 2
+    except SweepStopped as stopped:
+        print(f"stopped: {stopped}", file=sys.stderr)
+        return 75
     except SweepInterrupted as interrupted:
         print(f"interrupted: {interrupted}", file=sys.stderr)
         return 130
-    print(summary_table(outcomes, options.tracking_uri, options.experiment))
-    return 0 if all(outcome.verdict.outcome != schema.NO_RESULT for outcome in outcomes) else 1
+    print(summary_table(outcomes, absolute(shown).tracking_uri, shown.experiment))
+    trustworthy = (schema.WINNER, schema.TIE)
+    return 0 if all(outcome.verdict.outcome in trustworthy for outcome in outcomes) else 1
 
 
 if __name__ == "__main__":
