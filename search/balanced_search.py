@@ -93,6 +93,7 @@ class _State:
     """Everything the searcher must remember across a resume (picklable)."""
 
     started: dict[str, int] = field(default_factory=dict)
+    numbers: dict[str, list[int]] = field(default_factory=dict)  # Optuna trials each group started
     live: dict[str, _Live] = field(default_factory=dict)
     planned: set[str] = field(default_factory=set)
     queue: list[dict[str, Any]] = field(default_factory=list)
@@ -178,7 +179,26 @@ class BalancedSearch(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
-            self.__setstate__(pickle.load(handle))  # written by save() above, in the storage path
+            # Written by save() above; a resume unpickles it only after search.integrity
+            # has checked it against the sweep's seal.
+            self.__setstate__(pickle.load(handle))
+        self._close_orphans()
+
+    def _close_orphans(self) -> None:
+        """Fail the Optuna trials this state never recorded.
+
+        The journal is written at once, this state only when Tune saves: a
+        driver killed in between leaves trials in the study that no Tune trial
+        will ever report to. Left RUNNING, constant liar would count them for
+        ever; finished ones are never confirmed (`best_configs` skips them).
+        """
+        for key, study in self.studies.items():
+            live = {live.optuna_number for live in self._state.live.values() if live.group == key}
+            for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if frozen.number not in live:
+                    trial = optuna.Trial(study, frozen._trial_id)
+                    trial.set_user_attr(schema.END_STATE, schema.LOST)
+                    study.tell(trial, state=TrialState.FAIL)
 
     # -- handing out trials -------------------------------------------------------------
     def _search_open(self) -> bool:
@@ -214,6 +234,7 @@ class BalancedSearch(Searcher):
         trial.set_user_attr("config", config)
         trial.set_user_attr("tune_trial_id", trial_id)
         self._state.started[key] += 1
+        self._state.numbers.setdefault(key, []).append(trial.number)
         self._state.live[trial_id] = _Live(group=key, stage=schema.SEARCH, optuna_number=trial.number)
         return {**config, SWEEP_KEY: {
             "stage": schema.SEARCH, "group": key, "number": trial.number + 1,
@@ -242,8 +263,11 @@ class BalancedSearch(Searcher):
                                      if position < len(group_runs))
 
     def best_configs(self, key: str) -> list[optuna.trial.FrozenTrial]:
-        """The group's completed search trials, best first by the schema's rule."""
-        completed = self.studies[key].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        """The group's completed search trials, best first by the schema's rule (only trials
+        this state started: an orphan of a killed driver has no Tune trial to confirm)."""
+        mine = set(self._state.numbers.get(key, []))
+        completed = [trial for trial in self.studies[key].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                     if trial.number in mine]
         return sorted(completed, reverse=True, key=lambda trial: schema.rank_key(
             trial.value, trial.user_attrs.get(schema.TRAIN_LOSS, float("nan"))))
 
@@ -267,13 +291,19 @@ class BalancedSearch(Searcher):
             return None
         study = self.studies[live.group]
         frozen = study.get_trials(deepcopy=False)[live.optuna_number]
+        if frozen.state.is_finished():
+            # Told before the driver stopped, after Tune last saved this state: the study
+            # already holds its outcome, and the replayed trial reaches the same one.
+            return None
         return study, optuna.Trial(study, frozen._trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         found = self._search_trial(trial_id)
         if found is not None and schema.VAL_ACC in result:
-            _, trial = found
-            trial.report(float(result[schema.VAL_ACC]), step=int(result["epoch"]))
+            study, trial = found
+            epoch = int(result["epoch"])
+            if epoch not in study.get_trials(deepcopy=False)[trial.number].intermediate_values:
+                trial.report(float(result[schema.VAL_ACC]), step=epoch)  # a replay reports again
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:

@@ -6,6 +6,7 @@ is written before they all pass.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import optuna
@@ -50,6 +51,12 @@ def check_tracking_uri(uri: str) -> None:
         folder = Path(uri.removeprefix("sqlite:///")).resolve().parent
         if not folder.is_dir():
             raise SweepError(f"MLflow tracking URI {uri}: folder {folder} does not exist")
+        try:  # MLflow retries a store it cannot open for about two minutes: ask the folder now
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise SweepError(f"MLflow tracking URI {uri}: cannot write in {folder} "
+                             f"({error.strerror or error})") from None
         return
     if uri.startswith(("http://", "https://")):
         import requests

@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 from search import schema  # noqa: E402
 from search.checks import SweepError  # noqa: E402
 from search.options import SweepOptions, first_error  # noqa: E402
-from search.sweep import SweepInterrupted, run_sweep  # noqa: E402
+from search.sweep import SweepInterrupted, SweepStopped, absolute, run_sweep  # noqa: E402
 from search.sweep_file import SweepFileError, options_with_file  # noqa: E402
 from trainables.data import DATASET_NAMES  # noqa: E402
 from trainables.models import MODEL_NAMES  # noqa: E402
@@ -43,8 +43,9 @@ def _settings(pairs: Sequence[str]) -> dict[str, str]:
 
 
 # Flags whose option in SweepOptions has another name; every other flag's dest is its option's name.
-OPTION_OF_FLAG = {"trials": "num_trials", "time_budget": "time_budget_s", "set": "fixed"}
-NOT_OPTIONS = frozenset({"config", "resume", "help", "version"})
+OPTION_OF_FLAG = {"trials": "num_trials", "time_budget": "time_budget_s", "set": "fixed",
+                  "tracking_timeout": "tracking_timeout_s"}
+NOT_OPTIONS = frozenset({"config", "resume", "sweep_id", "restart", "help", "version"})
 
 
 def build_parser(*, defaults: bool = True) -> argparse.ArgumentParser:
@@ -111,67 +112,109 @@ def build_parser(*, defaults: bool = True) -> argparse.ArgumentParser:
         help="start a fresh worker process for every trial instead of reusing them")
     add("--wait-for-gpus", action="store_true",
         help="allow GPU trials on a cluster with no GPU yet (autoscaling GPU workers)")
+    add("--min-free-mb", type=float, default=DEFAULTS.min_free_mb,
+        help="free space the storage path and a sqlite store's folder must keep: the sweep refuses "
+             "to start below it and stops (resumably) when it falls below it")
+    add("--tracking-timeout", type=float, default=DEFAULTS.tracking_timeout_s,
+        help="seconds a failing MLflow store is waited for (records queue up) before the sweep "
+             "stops (resumably)")
     add("--resume", action="store_true",
-        help="continue the last interrupted sweep under --storage-path (its own options are reused)")
+        help="continue an interrupted sweep under --storage-path with its own options (the last "
+             "one started, or --sweep-id); only --address, --min-free-mb and --tracking-timeout "
+             "may change")
+    add("--sweep-id", default=None, help="with --resume: the sweep to continue")
+    add("--restart", action="store_true",
+        help="with --resume: start the sweep again from scratch under the same id when its saved "
+             "state cannot be restored (Tune's state is set aside, MLflow records are kept)")
     return parser
 
 
+def option_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The SweepOptions fields the flags give (their defaults included), not yet validated."""
+    values = {OPTION_OF_FLAG.get(dest, dest): value for dest, value in vars(args).items()
+              if dest not in NOT_OPTIONS}
+    values.update(datasets=tuple(args.datasets), regimes=tuple(args.regimes), fixed=_settings(args.set))
+    return values
+
+
 def options_from_args(args: argparse.Namespace) -> SweepOptions:
-    return SweepOptions(
-        datasets=tuple(args.datasets),
-        model=args.model,
-        regimes=tuple(args.regimes),
-        num_trials=args.trials,
-        confirm_seeds=args.confirm_seeds,
-        top_k=args.top_k,
-        epochs=args.epochs,
-        grace_period=args.grace_period,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
-        max_concurrent=args.max_concurrent,
-        address=args.address,
-        storage_path=args.storage_path,
-        tracking_uri=args.tracking_uri,
-        experiment=args.experiment,
-        seed=args.seed,
-        time_budget_s=args.time_budget,
-        data_dir=args.data_dir,
-        wait_for_gpus=args.wait_for_gpus,
-        searcher=args.searcher,
-        scheduler=args.scheduler,
-        reuse_actors=args.reuse_actors,
-        checkpoint_every=args.checkpoint_every,
-        fixed=_settings(args.set),
-    )
+    return SweepOptions(**option_values(args))
+
+
+def given_flags(argv: Sequence[str] | None) -> dict[str, Any]:
+    """The flags typed on the command line (by argparse dest), defaults left out."""
+    return vars(build_parser(defaults=False).parse_args(argv))
 
 
 def given_options(argv: Sequence[str] | None) -> dict[str, Any]:
     """The options given as flags on the command line, by their SweepOptions names."""
-    given = vars(build_parser(defaults=False).parse_args(argv))
-    values = {OPTION_OF_FLAG.get(dest, dest): value for dest, value in given.items() if dest not in NOT_OPTIONS}
+    values = {OPTION_OF_FLAG.get(dest, dest): value for dest, value in given_flags(argv).items()
+              if dest not in NOT_OPTIONS}
     if "fixed" in values:
         values["fixed"] = _settings(values["fixed"])
     return values
 
 
+def resume_options(args: argparse.Namespace, argv: Sequence[str] | None) -> tuple[SweepOptions, SweepOptions]:
+    """For --resume: the options to pass (storage path and runtime flags only) and the stored ones.
+
+    A flag the resume would not apply is refused, naming it, unless it repeats the
+    sweep's own value ("the same command plus --resume" works).
+    """
+    from search.sweep import RUNTIME_OPTIONS, resumed_options
+
+    if args.config:
+        raise SweepError("--resume continues a sweep with the options it was started with: drop --config")
+    given = given_options(argv)
+    requested = option_values(args)
+    runtime = {name: requested[name] for name in given if name in RUNTIME_OPTIONS}
+    passed = SweepOptions(storage_path=args.storage_path, **runtime)
+    sweep_id, stored = resumed_options(passed, args.sweep_id)
+    paths = absolute(SweepOptions(tracking_uri=requested["tracking_uri"], data_dir=requested["data_dir"]))
+    requested.update(tracking_uri=paths.tracking_uri, data_dir=paths.data_dir)
+    theirs = absolute(stored)
+    ignored = sorted(
+        f"--{dest.replace('_', '-')}" for dest in given_flags(argv)
+        if dest not in NOT_OPTIONS and (name := OPTION_OF_FLAG.get(dest, dest)) not in (*RUNTIME_OPTIONS, "storage_path")
+        and requested[name] != getattr(theirs, name)
+    )
+    if ignored:
+        raise SweepError(f"--resume continues sweep {sweep_id} with the options it was started with; "
+                         f"{', '.join(ignored)} would not be applied: drop "
+                         f"{'them' if len(ignored) > 1 else 'it'}, or start a new sweep")
+    return passed, stored
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 0 with a trustworthy verdict per dataset; 1 when a dataset has none; 2 for bad
+    input; 75 when a fault (full disk, failing tracking store) stopped it; 130 when
+    interrupted. The last three print one line that says how to continue."""
     from search.progress import summary_table
 
     args = build_parser().parse_args(argv)
     try:
-        options = options_with_file(args.config, given_options(argv)) if args.config else options_from_args(args)
-        outcomes = run_sweep(options, resume=args.resume)
+        if args.resume:
+            options, shown = resume_options(args, argv)
+        elif args.config:
+            options = shown = options_with_file(args.config, given_options(argv))
+        else:
+            options = shown = options_from_args(args)
+        outcomes = run_sweep(options, resume=args.resume, sweep_id=args.sweep_id, restart=args.restart)
     except (SweepError, SweepFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except ValidationError as error:
         print(f"error: {first_error(error)}", file=sys.stderr)
         return 2
+    except SweepStopped as stopped:
+        print(f"stopped: {stopped}", file=sys.stderr)
+        return 75
     except SweepInterrupted as interrupted:
         print(f"interrupted: {interrupted}", file=sys.stderr)
         return 130
-    print(summary_table(outcomes, options.tracking_uri, options.experiment))
-    return 0 if all(outcome.verdict.outcome != schema.NO_RESULT for outcome in outcomes) else 1
+    print(summary_table(outcomes, absolute(shown).tracking_uri, shown.experiment))
+    trustworthy = (schema.WINNER, schema.TIE)
+    return 0 if all(outcome.verdict.outcome in trustworthy for outcome in outcomes) else 1
 
 
 if __name__ == "__main__":

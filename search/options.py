@@ -72,6 +72,11 @@ class SweepOptions(BaseModel):
     reuse_actors: bool = True
     checkpoint_every: int = Field(0, ge=0)
     fixed: dict[str, Any] = Field(default_factory=dict)
+    # Where the sweep runs, not what it computes: a resume may change these.
+    min_free_mb: float = Field(500.0, ge=0, description="free space the storage path and a sqlite "
+                               "store's folder must keep; below it the sweep stops (resumably)")
+    tracking_timeout_s: float = Field(120.0, gt=0, description="how long a failing MLflow store is "
+                                      "waited for before the sweep stops (resumably)")
 
     _names = field_validator("datasets", "regimes", mode="before")(_names)
 

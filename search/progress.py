@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from search import schema
 from search.next_steps import next_steps
 from search.verdicts import ROW_HEADERS, DatasetOutcome, verdict_rows, verdict_title
 from trainables.regimes import regime_class
@@ -31,7 +32,10 @@ def dataset_block(outcome: DatasetOutcome) -> list[str]:
     def line(cells: tuple[str, ...]) -> str:
         return "  " + "".join(f"{cell:<{width}}" for cell, width in zip(cells[:-1], WIDTHS, strict=True)) + cells[-1]
 
-    lines = [f"{outcome.dataset}: verdict: {verdict_title(outcome.verdict)}", line(ROW_HEADERS)]
+    lines = [f"{outcome.dataset}: verdict: {verdict_title(outcome.verdict)}"]
+    if outcome.verdict.outcome == schema.NO_TRUSTWORTHY_WINNER:
+        lines.append(f"  {outcome.headline()}")
+    lines.append(line(ROW_HEADERS))
     lines += [line(row) for row in verdict_rows(outcome)]
     if outcome.leading is not None:
         lines.append(f"  leading config ({outcome.leading.regime}): {format_settings(outcome.leading.config)}")

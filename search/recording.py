@@ -1,10 +1,13 @@
 """MLflow records of a sweep: a parent run per dataset, a child run per trial.
 
-The recorder is a Ray Tune callback in the driver process, so it sees every
-trial's results in order and writes them with `MlflowClient` against explicit
-run ids (no global active run, nothing to nest across processes). A trial's
-child run is found again by its tags after a resume, so a resumed trial keeps
-its run instead of getting a duplicate. Names and rules: `search.schema`.
+Writes go through `BackgroundWriter` (one thread, in order, outages waited out
+up to a limit) against explicit run ids: no global active run, nothing to nest
+across processes, and Tune never waits for MLflow. A trial's child run is
+found again by its tags, so a resumed trial keeps its run. After any stop,
+`reconcile` makes the records agree with the trials Tune restored: missed
+epochs are written from Tune's own results, finished trials are closed with
+their end state, and runs of trials Tune never saved are closed as `lost`.
+Names and rules: `search.schema`.
 """
 
 from __future__ import annotations
@@ -13,20 +16,19 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
-from ray.tune import Callback
-from ray.tune.experiment import Trial
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from search import schema
-from search.balanced_search import SWEEP_KEY, end_state
+from search.balanced_search import SWEEP_KEY
 from search.run_labels import mark_end_state, mark_leader, parent_run_name, trial_run_name
-from search.verdicts import DatasetOutcome, config_metadata, description
+from search.tracking_store import open_experiment
+from search.verdicts import DatasetOutcome, config_metadata, description, verdict_record
+from search.writer import BackgroundWriter
 from trainables.config import RunConfig
 from trainables.config_file import write_config_file
 
@@ -34,8 +36,10 @@ MLFLOW_BATCH_LIMIT = 900  # log_batch accepts at most 1000 metrics per call
 MLFLOW_PARAM_LIMIT = 100  # and at most 100 params
 # Result keys that are Tune's bookkeeping or not a number to chart; every other
 # number a Trainable reports becomes a metric without being listed anywhere.
-NOT_METRICS = frozenset({*AUTO_RESULT_KEYS, "epoch", "done", "should_checkpoint"})
+NOT_METRICS = frozenset({*AUTO_RESULT_KEYS, "epoch", "done", "should_checkpoint", "num_classes"})
 RATE_TRACE = "rate_trace"
+CLOSED = frozenset({RunStatus.to_string(RunStatus.FINISHED), RunStatus.to_string(RunStatus.FAILED),
+                    RunStatus.to_string(RunStatus.KILLED)})
 
 
 def run_config(config: Mapping[str, Any]) -> RunConfig:
@@ -47,76 +51,102 @@ def _params(values: Mapping[str, Any]) -> list[Param]:
     return [Param(key, str(value)) for key, value in values.items()]
 
 
-def artifact_location(tracking_uri: str) -> str | None:
-    """Artifacts of a sqlite store sit beside the database (`mlruns/`), not in the
-    current folder; a server decides for itself (None)."""
-    if tracking_uri.startswith("sqlite:///"):
-        database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
-        return (database.parent / "mlruns").as_uri()
-    return None
+def result_metrics(result: Mapping[str, Any]) -> list[Metric]:
+    """Every number the Trainable reported (step = epoch), and its rate trace (step = optimizer step).
 
-
-def result_metrics(result: Mapping[str, Any], now_ms: int) -> list[Metric]:
-    """Every number the Trainable reported (step = epoch), and its rate trace (step = optimizer step)."""
+    Stamped with the result's own time, so writing the same epoch twice (a retry
+    after a lost answer, a resume) stores it once; `val_acc` comes last, so an
+    epoch whose `val_acc` is stored was stored whole.
+    """
     epoch = int(result["epoch"])
+    stamp = int(float(result.get("timestamp", time.time())) * 1000)
     trace = result.get(RATE_TRACE)
     metrics = [
-        Metric(key, float(value), now_ms, epoch)
+        Metric(key, float(value), stamp, epoch)
         for key, value in result.items()
         if key not in NOT_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool)
         and not (trace and key.startswith(schema.LR_PREFIX))
     ]
     if trace:
         metrics += [
-            Metric(schema.LR_PREFIX + group, float(rate), now_ms, int(step))
+            Metric(schema.LR_PREFIX + group, float(rate), stamp, int(step))
             for group, rates in trace["rates"].items()
             for step, rate in zip(trace["steps"], rates, strict=True)
         ]
-    return metrics
+    return sorted(metrics, key=lambda metric: metric.key == schema.VAL_ACC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialRecord:
+    """What the records need of a Tune trial, copied out of Tune's thread."""
+
+    trial_id: str
+    config: Mapping[str, Any]
+    finished: bool = False
+    end_state: str | None = None
+    history: list[Mapping[str, Any]] = field(default_factory=list)  # results, oldest first
+
+
+def read_history(trial_path: str | None, last_result: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """A trial's results from its `result.json` in the storage path (plain JSON), one per epoch.
+
+    Lines cut off by a full disk or a kill are skipped; Tune's own last result
+    fills in an epoch the file lacks.
+    """
+    by_epoch: dict[int, dict[str, Any]] = {}
+    path = Path(trial_path) / "result.json" if trial_path else None
+    if path is not None and path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                result = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(result, dict) and "epoch" in result:
+                by_epoch[int(result["epoch"])] = result
+    if last_result and "epoch" in last_result:
+        by_epoch.setdefault(int(last_result["epoch"]), dict(last_result))
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 class SweepRecorder:
-    """Creates and finds a sweep's MLflow runs and writes to them.
+    """Creates and finds a sweep's MLflow runs and writes to them (through the writer)."""
 
-    Per-epoch metrics and end states are written by one background thread, in
-    order: Tune waits for its callbacks before a trial's next epoch, and a
-    synchronous MLflow call cost 15-30 ms of every epoch. Anything that reads
-    the records back first waits for the writes (`flush`).
-    """
-
-    def __init__(self, *, tracking_uri: str, experiment: str, sweep_id: str):
+    def __init__(self, *, tracking_uri: str, experiment: str, sweep_id: str,
+                 writer: BackgroundWriter | None = None, warn: Callable[[str], None] = print,
+                 patience_s: float = 120.0):
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri)
         self.sweep_id = sweep_id
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
-        self._pending: list[Future] = []
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = (
-            found.experiment_id
-            if found
-            else self.client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
-        )
+        self._run_ids: dict[str, str] = {}  # trial id -> run id (writer thread only)
+        self._logged: dict[str, set[int]] = {}  # trial id -> epochs stored (writer thread only)
+        self.client, self.experiment_id = open_experiment(tracking_uri, experiment)
+        self.writer = writer or BackgroundWriter(store=tracking_uri, patience_s=patience_s, warn=warn)
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Tune pickles callbacks with its experiment state: leave the writer thread out."""
-        return {key: value for key, value in self.__dict__.items() if key not in ("_writer", "_pending")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
-        self._pending = []
-
-    # -- finding and creating runs -------------------------------------------------------
-    def find_run(self, **tags: str) -> str | None:
-        """The id of this sweep's run carrying `tags`, if it exists (e.g. after a resume)."""
+    # -- finding and creating runs (any thread) ------------------------------------------
+    def runs(self, **tags: str) -> list[Any]:
+        """This sweep's runs carrying `tags`, every page."""
         conditions = [f"tags.{schema.SWEEP_ID} = '{self.sweep_id}'"]
         conditions += [f"tags.{key} = '{value}'" for key, value in tags.items()]
-        found = self.client.search_runs([self.experiment_id], filter_string=" and ".join(conditions))
+        found, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string=" and ".join(conditions),
+                                           max_results=1000, page_token=token)
+            found += list(page)
+            token = page.token
+            if not token:
+                return found
+
+    def find_run(self, **tags: str) -> str | None:
+        """The id of this sweep's run carrying `tags`, if it exists (e.g. after a resume)."""
+        found = self.runs(**tags)
         return found[0].info.run_id if found else None
 
     def parent_run(self, *, dataset: str, model: str, regimes: tuple[str, ...], code_version: str,
                    protocol: Mapping[str, Any]) -> str:
-        """The dataset's parent run for this sweep, created (with the protocol) on first use."""
+        """The dataset's parent run for this sweep, created (with the protocol) on first use.
+
+        Called before the sweep writes anything else, directly (not through the
+        writer): a store that does not work fails the sweep at once.
+        """
         existing = self.find_run(**{schema.ROLE: schema.PARENT, schema.DATASET: dataset})
         if existing is not None:
             return existing
@@ -140,12 +170,47 @@ class SweepRecorder:
         self._log_json(run_id, schema.PROTOCOL_FILE, protocol)
         return run_id
 
-    def trial_run(self, *, parent_run_id: str, trial_id: str, config: Mapping[str, Any]) -> str:
-        """The trial's child run, found by its tags after a resume, else created."""
-        existing = self.find_run(**{schema.ROLE: schema.TRIAL, schema.TRIAL_ID: trial_id})
-        if existing is not None:
-            self.client.update_run(existing, status="RUNNING")
-            return existing
+    # -- trials (queued; run on the writer thread) ---------------------------------------
+    def start_trial(self, *, parent_run_id: str, trial_id: str, config: Mapping[str, Any]) -> None:
+        self.writer.submit(self._trial_run, parent_run_id, trial_id, config)
+
+    def log_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        """One epoch's metrics, unless the run already holds that epoch (a replay after a restore)."""
+        self.writer.submit(self._log_epoch, trial_id, dict(result))
+
+    def finish_trial(self, trial_id: str, state: str) -> None:
+        """Tag how the trial ended and close its run, after its metrics."""
+        self.writer.submit(self._finish, trial_id, state, int(time.time() * 1000))
+
+    def reconcile(self, trials: list[TrialRecord], parents: Mapping[str, str]) -> None:
+        """Make the records agree with the trials Tune restored (queued before anything else)."""
+        self.writer.submit(self._reconcile, trials, dict(parents))
+
+    def flush(self) -> None:
+        """Wait until every queued write is in MLflow (StoreFailed if the store failed)."""
+        self.writer.flush()
+
+    def _trial_run(self, parent_run_id: str, trial_id: str, config: Mapping[str, Any],
+                   found: Any | None = None) -> str:
+        """The trial's child run, found by its tags after a resume (reopened), else created."""
+        if trial_id in self._run_ids:
+            return self._run_ids[trial_id]
+        if found is None:
+            runs = self.runs(**{schema.ROLE: schema.TRIAL, schema.TRIAL_ID: trial_id})
+            found = runs[0] if runs else None
+        if found is not None:
+            run_id = found.info.run_id
+            if found.info.status != RunStatus.to_string(RunStatus.RUNNING):
+                self.client.update_run(run_id, status="RUNNING")
+            history = self.client.get_metric_history(run_id, schema.VAL_ACC)
+            self._logged[trial_id] = {metric.step for metric in history}
+        else:
+            run_id = self._create_trial_run(parent_run_id, trial_id, config)
+            self._logged[trial_id] = set()
+        self._run_ids[trial_id] = run_id
+        return run_id
+
+    def _create_trial_run(self, parent_run_id: str, trial_id: str, config: Mapping[str, Any]) -> str:
         notes = config.get(SWEEP_KEY, {})
         stage = notes.get("stage", schema.SEARCH)
         flat = run_config(config).to_dict()
@@ -167,39 +232,49 @@ class SweepRecorder:
         self.client.log_batch(run.info.run_id, params=_params(run_config(config).to_params()))
         return run.info.run_id
 
-    def last_logged_epoch(self, run_id: str) -> int:
-        """The last epoch a run holds, so a resumed trial does not log an epoch twice."""
-        history = self.client.get_metric_history(run_id, schema.VAL_ACC)
-        return max((metric.step for metric in history), default=0)
-
-    # -- writing in the background ---------------------------------------------------------
-    def _submit(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        for done in [future for future in self._pending if future.done()]:
-            done.result()  # a failed write surfaces here rather than vanishing
-            self._pending.remove(done)
-        self._pending.append(self._writer.submit(write, *args, **kwargs))
-
-    def flush(self) -> None:
-        """Wait until every queued write is in MLflow (raises the first failure)."""
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
-
-    def log_result(self, run_id: str, result: Mapping[str, Any]) -> None:
-        """One epoch's metrics in batched calls, written in the background."""
-        metrics = result_metrics(result, int(time.time() * 1000))
+    def _log_epoch(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        epoch = int(result["epoch"])
+        if trial_id not in self._run_ids or epoch in self._logged[trial_id]:
+            return
+        run_id = self._run_ids[trial_id]
+        metrics = result_metrics(result)
         for start in range(0, len(metrics), MLFLOW_BATCH_LIMIT):
-            self._submit(self.client.log_batch, run_id, metrics=metrics[start : start + MLFLOW_BATCH_LIMIT])
+            self.client.log_batch(run_id, metrics=metrics[start : start + MLFLOW_BATCH_LIMIT])
+        self._logged[trial_id].add(epoch)
 
-    def finish_trial(self, run_id: str, state: str) -> None:
-        """Tag how the trial ended and close its run (in the background, after its metrics)."""
-        ended = int(time.time() * 1000)  # now, not when the background writer gets to it
-        self._submit(self.client.set_tag, run_id, schema.END_STATE, state)
-        self._submit(self.client.set_terminated, run_id,
-                     status="FAILED" if state == schema.ERRORED else "FINISHED", end_time=ended)
-        self._submit(mark_end_state, self.client, run_id, state)  # e.g. "lerac · trial 4 (stopped@3)"
+    def _finish(self, trial_id: str, state: str, ended_ms: int) -> None:
+        run_id = self._run_ids.get(trial_id)
+        if run_id is None:
+            return
+        self.client.set_tag(run_id, schema.END_STATE, state)
+        self.client.set_terminated(run_id, status="FAILED" if state == schema.ERRORED else "FINISHED",
+                                   end_time=ended_ms)
+        mark_end_state(self.client, run_id, state)  # e.g. "lerac · trial 4 (stopped@3)"
 
-    # -- the verdict -------------------------------------------------------------------
+    def _reconcile(self, trials: list[TrialRecord], parents: Mapping[str, str]) -> None:
+        runs = {run.data.tags.get(schema.TRIAL_ID): run for run in self.runs(**{schema.ROLE: schema.TRIAL})}
+        known = {trial.trial_id for trial in trials}
+        for trial_id, run in runs.items():
+            if trial_id in known:
+                continue
+            if run.data.tags.get(schema.END_STATE) != schema.LOST:
+                self.client.set_tag(run.info.run_id, schema.END_STATE, schema.LOST)
+            if run.info.status not in CLOSED:
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+        for trial in trials:
+            run = runs.get(trial.trial_id)
+            if (trial.finished and run is not None and run.info.status in CLOSED
+                    and run.data.tags.get(schema.END_STATE) == trial.end_state):
+                continue  # closed after its last write: the writer writes in order
+            self._trial_run(parents[trial.config["dataset"]], trial.trial_id, trial.config, found=run)
+            for result in trial.history:
+                self._log_epoch(trial.trial_id, result)
+            if trial.finished:
+                last = trial.history[-1].get("timestamp") if trial.history else None
+                self._finish(trial.trial_id, trial.end_state or schema.ERRORED,
+                             int(float(last) * 1000) if last else int(time.time() * 1000))
+
+    # -- the verdict (on the writer thread, after every trial's records) -----------------
     def _log_json(self, run_id: str, name: str, content: Any) -> None:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / name
@@ -212,7 +287,9 @@ class SweepRecorder:
 
     def record_verdict(self, outcome: DatasetOutcome, *, code_version: str) -> None:
         """The dataset's verdict on its parent run: tags, metrics, description, files."""
-        self.flush()
+        self.writer.call(self._record_verdict, outcome, code_version)
+
+    def _record_verdict(self, outcome: DatasetOutcome, code_version: str) -> None:
         verdict, parent = outcome.verdict, outcome.parent_run_id
         sources = {regime: self.find_run(**{schema.ROLE: schema.TRIAL, schema.TRIAL_ID: c.source.trial_id})
                    for regime, c in outcome.confirmed.items()}
@@ -232,8 +309,12 @@ class SweepRecorder:
         metrics += [Metric(schema.percent_key(m.key), round(100 * m.value, 2), now, 0) for m in metrics
                     if m.key.startswith((schema.CONFIRM_TEST_ACC, schema.CONFIRM_VAL_ACC, schema.BEST_VAL_ACC,
                                          schema.BEST_TEST_ACC))]
+        if outcome.chance is not None:
+            metrics += [Metric(schema.CHANCE_ACC, outcome.chance, now, 0),
+                        Metric(schema.TRUST_FLOOR_ACC, outcome.trust_floor, now, 0)]
         tags = {
             schema.VERDICT: verdict.outcome,
+            schema.VERDICT_REASON: outcome.headline(),
             schema.WINNER_REGIME: verdict.winner or schema.NONE,
             schema.LEADING_REGIME: verdict.leader or schema.NONE,
             schema.LEADING_RUN_ID: leading_run or schema.NONE,
@@ -245,7 +326,7 @@ class SweepRecorder:
                                                             winner=verdict.winner))
         if leading_run is not None:
             mark_leader(self.client, leading_run, winner=verdict.outcome == schema.WINNER)
-        self._log_json(parent, schema.VERDICT_FILE, verdict.to_dict())
+        self._log_json(parent, schema.VERDICT_FILE, verdict_record(outcome))
         with tempfile.TemporaryDirectory() as folder:
             for regime, confirmed in outcome.confirmed.items():
                 metadata = config_metadata(outcome, regime, code_version=code_version,
@@ -256,46 +337,3 @@ class SweepRecorder:
                     best = write_config_file(Path(folder) / schema.BEST_CONFIG, confirmed.config, metadata)
                     self.client.log_artifact(parent, str(best))
         self.client.set_terminated(parent, status="FAILED" if verdict.outcome == schema.NO_RESULT else "FINISHED")
-
-
-class MlflowTrialCallback(Callback):
-    """Ray Tune callback: every trial of the sweep into its dataset's child run."""
-
-    def __init__(self, recorder: SweepRecorder, *, parents: Mapping[str, str], epochs: int):
-        self.recorder = recorder
-        self.parents = dict(parents)
-        self.epochs = epochs
-        self.run_ids: dict[str, str] = {}
-        self.logged_epochs: dict[str, int] = {}
-
-    def _run_id(self, trial: Trial) -> str:
-        if trial.trial_id not in self.run_ids:
-            run_id = self.recorder.trial_run(
-                parent_run_id=self.parents[trial.config["dataset"]],
-                trial_id=trial.trial_id,
-                config=trial.config,
-            )
-            self.run_ids[trial.trial_id] = run_id
-            self.logged_epochs[trial.trial_id] = self.recorder.last_logged_epoch(run_id)
-        return self.run_ids[trial.trial_id]
-
-    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._run_id(trial)
-
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict,
-                        **info: Any) -> None:
-        run_id = self._run_id(trial)
-        if result["epoch"] > self.logged_epochs[trial.trial_id]:
-            self.recorder.log_result(run_id, result)
-            self.logged_epochs[trial.trial_id] = result["epoch"]
-
-    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.recorder.finish_trial(self._run_id(trial), end_state(trial.last_result, self.epochs))
-
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.recorder.finish_trial(self._run_id(trial), schema.ERRORED)
-
-    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        """Everything Tune reported is in MLflow before `fit()` returns, interrupted or not."""
-        self.recorder.flush()
-

@@ -36,12 +36,18 @@ WINNER_REGIME: Final = "winner_regime"  # the significant winner, else NONE
 LEADING_REGIME: Final = "leading_regime"  # best mean confirmed test accuracy, winner or not
 LEADING_RUN_ID: Final = "leading_run_id"  # the search trial whose config leads
 TIED_REGIMES: Final = "tied_regimes"  # comma-separated: the leader and those within noise of it
+VERDICT_REASON: Final = "verdict_reason"  # one sentence: why the verdict is what it is
 NONE: Final = "none"
 
 WINNER: Final = "winner"  # the leader is significantly better than every other regime
 TIE: Final = "tie"  # the leader is not: the tied regimes are within noise of each other
 NO_RESULT: Final = "no_result"  # no regime completed a confirmation run
-VERDICTS: Final = (WINNER, TIE, NO_RESULT)
+# The leader's mean confirmed test accuracy is at or near chance (below CHANCE_ACC +
+# a margin, search.verdicts.trust_floor): whatever the tests say, nothing here is worth
+# exporting as a winner. `leading_regime` still names the leader; readers must not
+# present its config as a result.
+NO_TRUSTWORTHY_WINNER: Final = "no_trustworthy_winner"
+VERDICTS: Final = (WINNER, TIE, NO_RESULT, NO_TRUSTWORTHY_WINNER)
 
 # -- trial tags --------------------------------------------------------------------
 TRIAL_ID: Final = "trial_id"
@@ -60,7 +66,12 @@ COMPLETED: Final = "completed"  # ran every epoch with a finite loss
 STOPPED_EARLY: Final = "stopped_early"  # stopped by ASHA at a rung
 DIVERGED: Final = "diverged"  # the loss exploded; never ranked, never a winner
 ERRORED: Final = "errored"  # crashed after its retries
-END_STATES: Final = (COMPLETED, STOPPED_EARLY, DIVERGED, ERRORED)
+# The sweep's saved state never recorded this trial (the driver stopped before Tune saved
+# it, or the sweep was restarted from scratch): its run is closed, its metrics are real,
+# but it is not part of the search or the verdict and another trial ran in its place.
+# Readers count trials without it.
+LOST: Final = "lost"
+END_STATES: Final = (COMPLETED, STOPPED_EARLY, DIVERGED, ERRORED, LOST)
 UNFINISHED: Final = "unfinished"  # what readers call a run without an end state yet
 
 # -- metrics (step = epoch, except rates) --------------------------------------------
@@ -68,6 +79,8 @@ VAL_ACC: Final = "val_acc"  # every epoch: what search ranks on and ASHA compare
 TEST_ACC: Final = "test_acc"  # only at rungs and the last epoch: reported, never ranked on
 TRAIN_LOSS: Final = "train_loss"
 LR_PREFIX: Final = "lr/"  # lr/<layer group>, step = optimizer step (the rate training used)
+CHANCE_ACC: Final = "chance_acc"  # parent: 1 / number of classes
+TRUST_FLOOR_ACC: Final = "trust_floor_acc"  # parent: the least mean test accuracy a winner needs
 
 # -- parent metrics (step 0): the verdict's numbers, per regime after the slash --------
 CONFIRM_TEST_ACC: Final = "confirm_test_acc/"  # mean over the fresh seeds, a fraction

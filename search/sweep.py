@@ -5,8 +5,17 @@ One Tuner serves the whole sweep, so workers stay warm and datasets overlap:
 queues each pair's confirmation runs as soon as its search ends;
 `GroupedAsha` stops trials only against their own pair's rungs. When Tune is
 done, each dataset's confirmation runs decide the verdict (`analysis.verdict`)
-and MLflow gets it on the dataset's parent run. Everything that can be
-checked is checked before anything is written (`search.checks`).
+and MLflow gets it on the dataset's parent run.
+
+Faults end in one line. Everything that can be checked is checked before
+anything is written (`search.checks`, `search.disk`), and nothing is written
+under the storage path before the tracking store has taken the parent runs.
+While running, `SweepMonitor` stops the sweep resumably when a disk fills or
+the store fails for too long; Ctrl-C and SIGTERM stop it resumably too. A
+resume verifies Tune's saved state against its seal (`search.integrity`)
+before Tune unpickles any of it, and makes MLflow agree with what Tune
+restored; a state that cannot be restored is refused with the way out:
+`--resume --restart`, the same sweep id from scratch, MLflow records kept.
 """
 
 from __future__ import annotations
@@ -24,21 +33,56 @@ import optuna
 from search import schema
 from search.balanced_search import BalancedSearch, Confirmation, Group, SamplerSettings
 from search.checks import SweepError, check_cluster_resources, validate_options
+from search.disk import check_free_space, watched_folders
+from search.integrity import Seal, StateRefused, load_key
 from search.mlflow_view import publish_view
 from search.options import METRIC, SweepOptions
 from search.spaces import SearchSpace, describe_space
-from search.state import load_latest_state, save_state
+from search.state import load_state, save_state, saved_trial_count, set_aside
 from search.sweep_file import attach_sweep_file
 from search.verdicts import DatasetOutcome, TrialOutcome, dataset_outcomes
+from search.writer import StoreFailed, bound_http_retries, one_line
 from trainables.version import code_version
 
-__all__ = ["SweepError", "SweepInterrupted", "SweepOptions", "run_sweep"]
+__all__ = ["SweepError", "SweepInterrupted", "SweepOptions", "SweepStopped", "run_sweep"]
 
 OPTUNA_JOURNAL = "optuna-journal.log"
+TUNER_FILE = "tuner.pkl"
+# Options about where a sweep runs rather than what it computes: a resume applies them
+# when they are given (in the Python API: set explicitly on the options passed in).
+RUNTIME_OPTIONS = ("address", "min_free_mb", "tracking_timeout_s")
 
 
 class SweepInterrupted(Exception):
-    """The sweep stopped before its trials finished (Ctrl-C); resume it with --resume."""
+    """The sweep stopped before its trials finished (Ctrl-C, SIGTERM); resume it with --resume."""
+
+
+class SweepStopped(SweepInterrupted):
+    """The sweep stopped itself on a fault that can pass (a full disk, a failing tracking
+    store); finished trials are kept and --resume continues it once the fault is fixed."""
+
+
+def resume_command(storage_path: Path, sweep_id: str, *, restart: bool = False) -> str:
+    """The command that continues (or, with restart, starts again) a sweep."""
+    flags = "--resume --restart" if restart else "--resume"
+    return f"python search/lerac_sweep.py {flags} --storage-path {storage_path} --sweep-id {sweep_id}"
+
+
+def absolute(options: SweepOptions) -> SweepOptions:
+    """Paths made absolute, so a resume from another folder finds the same data and store."""
+    uri = options.tracking_uri
+    if uri.startswith("sqlite:///"):
+        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return options.model_copy(update={"storage_path": str(Path(options.storage_path).resolve()),
+                                      "data_dir": str(Path(options.data_dir).resolve()),
+                                      "tracking_uri": uri})
+
+
+def resumed_options(options: SweepOptions, sweep_id: str | None) -> tuple[str, SweepOptions]:
+    """The stored options of the sweep to resume, with the runtime options set in `options`."""
+    sweep_id, stored = load_state(Path(options.storage_path).resolve(), sweep_id)
+    runtime = {name: getattr(options, name) for name in RUNTIME_OPTIONS if name in options.model_fields_set}
+    return sweep_id, stored.model_copy(update=runtime)
 
 
 def startup_trials(options: SweepOptions) -> int:
@@ -90,7 +134,7 @@ def protocol(options: SweepOptions) -> dict[str, Any]:
     }
 
 
-def build_tuner(options: SweepOptions, sweep_dir: Path, callback: Any, *, resume: bool) -> Any:
+def build_tuner(options: SweepOptions, sweep_dir: Path, monitor: Any, *, resume: bool) -> Any:
     """One Tuner for the whole sweep (restored from `sweep_dir` when resuming)."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
@@ -103,7 +147,7 @@ def build_tuner(options: SweepOptions, sweep_dir: Path, callback: Any, *, resume
     trainable = tune.with_resources(
         RegimeTrainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     )
-    if resume and (sweep_dir / "tuner.pkl").exists():
+    if resume:
         return tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)
     pairs = groups(options)
@@ -140,7 +184,7 @@ def build_tuner(options: SweepOptions, sweep_dir: Path, callback: Any, *, resume
         run_config=tune.RunConfig(
             name=sweep_dir.name,
             storage_path=str(sweep_dir.parent),
-            callbacks=[callback],
+            callbacks=[monitor],
             progress_reporter=progress_reporter(options, sweep_dir),
             verbose=1,
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
@@ -150,13 +194,13 @@ def build_tuner(options: SweepOptions, sweep_dir: Path, callback: Any, *, resume
     )
 
 
-def trial_outcomes(results: Any) -> list[TrialOutcome]:
-    """Every trial of a finished Tune run, as the verdict reads it."""
-    return [
-        TrialOutcome(trial_id=result.metrics.get("trial_id") or Path(result.path).name,
-                     config=result.config, result=result.metrics, errored=result.error is not None)
-        for result in results
-    ]
+def trial_outcomes(trials: list[Any]) -> list[TrialOutcome]:
+    """Every trial of a Tune run, as the verdict reads it: Tune's own trial objects (a
+    trial cut off before its first result has no `result.json`, so Tune's result grid
+    would not even know its config)."""
+    return [TrialOutcome(trial_id=trial.trial_id, config=trial.config, result=trial.last_result or {},
+                         errored=trial.status == "ERROR")
+            for trial in trials]
 
 
 def unfinished_work(outcomes: list[TrialOutcome], options: SweepOptions) -> str | None:
@@ -180,24 +224,63 @@ def unfinished_work(outcomes: list[TrialOutcome], options: SweepOptions) -> str 
     return None
 
 
-def run_sweep(options: SweepOptions, *, resume: bool = False) -> list[DatasetOutcome]:
+def run_sweep(options: SweepOptions, *, resume: bool = False, sweep_id: str | None = None,
+              restart: bool = False) -> list[DatasetOutcome]:
     """Run (or, with resume, continue) a sweep; returns each dataset's outcome and verdict.
 
-    Raises SweepError for bad input, before any trial or record is created, and
-    SweepInterrupted when stopped before the end (nothing finished is lost).
+    With resume, the sweep `sweep_id` (default: the one started last) under
+    `options.storage_path` continues with its own options (`RUNTIME_OPTIONS`
+    set on `options` apply); with restart too, it starts again from scratch
+    under the same id. Raises SweepError for bad input or a state that cannot
+    be resumed, before any trial or record is created; SweepInterrupted when
+    stopped before the end (nothing finished is lost); SweepStopped when a
+    fault stopped it.
     """
-    import ray
-
-    from search.recording import MlflowTrialCallback, SweepRecorder
-
+    if restart and not resume:
+        raise SweepError("--restart starts an interrupted sweep again: use it with --resume")
+    if sweep_id is not None and not resume:
+        raise SweepError("--sweep-id names a sweep to resume: use it with --resume")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per study and trial otherwise
-    storage_path = Path(options.storage_path).resolve()
     if resume:
-        sweep_id, options = load_latest_state(storage_path)
+        sweep_id, options = resumed_options(options, sweep_id)
     else:
         sweep_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    options = absolute(options)
+    storage_path = Path(options.storage_path)
     validate_options(options)
+    check_free_space(options)
+    sweep_dir = storage_path / sweep_id
+    try:
+        key = load_key(storage_path)
+        fresh = not resume or restart or not (sweep_dir / TUNER_FILE).exists()
+        seal = None if fresh else Seal.verify(sweep_dir=sweep_dir, sweep_id=sweep_id, key=key)
+        restored = None if fresh else saved_trial_count(sweep_dir)
+    except StateRefused as refused:
+        raise SweepError(f"cannot resume sweep {sweep_id}: {refused}. Start it again from scratch "
+                         f"under the same id (its MLflow records are kept): "
+                         f"{resume_command(storage_path, sweep_id, restart=True)}") from None
+    return _run(options, sweep_id=sweep_id, key=key, seal=seal, restored=restored,
+                resumed=resume, start_over=resume and fresh)
 
+
+def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None, restored: int | None,
+         resumed: bool, start_over: bool) -> list[DatasetOutcome]:
+    """The sweep once its options and saved state are known to be good."""
+    import ray
+
+    from search.monitor import (
+        StopSweep,
+        SweepMonitor,
+        caused_by_full_disk,
+        quiet_faults,
+        sigterm_as_ctrl_c,
+    )
+    from search.recording import SweepRecorder
+
+    storage_path = Path(options.storage_path)
+    sweep_dir = storage_path / sweep_id
+    hint = f"continue it with: {resume_command(storage_path, sweep_id)}"
+    bound_http_retries()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep the compact CLIReporter table
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -205,34 +288,102 @@ def run_sweep(options: SweepOptions, *, resume: bool = False) -> list[DatasetOut
     if started_ray:
         # "local" always starts a fresh runtime; None would join a running `ray start` cluster.
         ray.init(address=options.address or "local", include_dashboard=False, log_to_driver=False)
+    recorder = monitor = None
     try:
-        check_cluster_resources(options)
-        save_state(storage_path, sweep_id, options)
-        recorder = SweepRecorder(tracking_uri=options.tracking_uri, experiment=options.experiment,
-                                 sweep_id=sweep_id)
-        version_now, record = code_version(), protocol(options)
-        parents = {
-            dataset: recorder.parent_run(dataset=dataset, model=options.model, regimes=options.regimes,
-                                         code_version=version_now, protocol=record)
-            for dataset in options.datasets
-        }
-        publish_view(recorder.client, recorder.experiment_id, sweep_id)  # columns for the UI link
-        for parent in parents.values():
-            attach_sweep_file(recorder.client, parent, options)
-        callback = MlflowTrialCallback(recorder, parents=parents, epochs=options.epochs)
-        trials = trial_outcomes(build_tuner(options, storage_path / sweep_id, callback, resume=resume).fit())
-        undone = unfinished_work(trials, options)
-        if undone is not None:
-            raise SweepInterrupted(
-                f"sweep {sweep_id} was interrupted ({undone}); finished trials are kept. "
-                f"Continue it with --resume (storage path {storage_path})"
+        with sigterm_as_ctrl_c(on_interrupt=lambda: _interrupted_early(sweep_id, monitor, hint)):
+            check_cluster_resources(options)
+            try:
+                recorder = SweepRecorder(tracking_uri=options.tracking_uri, experiment=options.experiment,
+                                         sweep_id=sweep_id, warn=_warn, patience_s=options.tracking_timeout_s)
+                version_now, record = code_version(), protocol(options)
+                parents = {
+                    dataset: recorder.parent_run(dataset=dataset, model=options.model, regimes=options.regimes,
+                                                 code_version=version_now, protocol=record)
+                    for dataset in options.datasets
+                }
+                publish_view(recorder.client, recorder.experiment_id, sweep_id)  # columns for the UI link
+                for parent in parents.values():
+                    attach_sweep_file(recorder.client, parent, options)
+            except Exception as error:  # the store is known to work before anything is written
+                raise SweepError(f"MLflow tracking store {options.tracking_uri} failed: {one_line(error)}; "
+                                 "nothing was written") from None
+            if start_over and sweep_dir.exists():
+                set_aside(storage_path, sweep_id)
+            if not resumed or start_over:
+                save_state(storage_path, sweep_id, options)
+            monitor = SweepMonitor(
+                sweep_id=sweep_id, recorder=recorder, parents=parents, epochs=options.epochs,
+                watched=watched_folders(options), min_free_bytes=int(options.min_free_mb * 2**20),
+                seal=seal or Seal(sweep_dir=sweep_dir, sweep_id=sweep_id, key=key),
+                restored_trials=0 if start_over else restored,
             )
-        outcomes = dataset_outcomes(trials, datasets=options.datasets,
-                                    regimes=options.regimes, parents=parents, epochs=options.epochs)
-        for outcome in outcomes:
-            recorder.record_verdict(outcome, code_version=version_now)
-        return outcomes
+            try:
+                tuner = build_tuner(options, sweep_dir, monitor, resume=seal is not None)
+            except Exception as error:
+                raise SweepError(f"cannot resume sweep {sweep_id}: Ray Tune cannot restore its saved "
+                                 f"state ({one_line(error)}). Start it again from scratch under the same "
+                                 f"id (its MLflow records are kept): "
+                                 f"{resume_command(storage_path, sweep_id, restart=True)}") from None
+            if seal is None:
+                monitor.seal.add(sweep_dir, [TUNER_FILE])
+            ended = False
+            with quiet_faults(monitor):
+                try:
+                    tuner.fit()
+                    ended = True
+                except KeyboardInterrupt:
+                    monitor.interrupted = True  # a second Ctrl-C: Tune skipped its last save
+                except StopSweep:
+                    pass
+                except Exception as error:
+                    if monitor.stop_reason is None and not caused_by_full_disk(error):
+                        raise
+                    monitor.stop_reason = monitor.stop_reason or f"the storage path {storage_path} is full"
+            try:
+                recorder.flush()
+            except StoreFailed as failed:
+                monitor.stop_reason = monitor.stop_reason or str(failed)
+            if monitor.stop_reason is not None:
+                raise SweepStopped(f"sweep {sweep_id}: {monitor.stop_reason}; finished trials are "
+                                   f"kept. When that is fixed, {hint}")
+            if not ended:
+                raise SweepInterrupted(f"sweep {sweep_id} was interrupted; finished trials are kept; {hint}")
+            trials = trial_outcomes(monitor.trials)
+            undone = unfinished_work(trials, options)
+            if undone is not None:
+                if monitor.interrupted:
+                    raise SweepInterrupted(f"sweep {sweep_id} was interrupted ({undone}); finished trials "
+                                           f"are kept; {hint}")
+                raise SweepError(f"sweep {sweep_id} ended with work undone ({undone}) although nothing "
+                                 f"stopped it: its saved state is inconsistent. Start it again from scratch "
+                                 f"under the same id (its MLflow records are kept): "
+                                 f"{resume_command(storage_path, sweep_id, restart=True)}")
+            outcomes = dataset_outcomes(trials, datasets=options.datasets,
+                                        regimes=options.regimes, parents=parents, epochs=options.epochs)
+            try:
+                for outcome in outcomes:
+                    recorder.record_verdict(outcome, code_version=version_now)
+            except StoreFailed as failed:
+                raise SweepStopped(f"sweep {sweep_id}: {failed} before its verdicts were recorded; "
+                                   f"every trial is kept. When that is fixed, {hint}") from None
+            return outcomes
     finally:
+        if monitor is not None:
+            monitor.close()
+        if recorder is not None:
+            recorder.writer.close()
         if started_ray:
             ray.shutdown()
 
+
+def _interrupted_early(sweep_id: str, monitor: Any, hint: str) -> SweepInterrupted:
+    """Ctrl-C or SIGTERM outside Tune's loop (which handles its own)."""
+    if monitor is None:
+        return SweepInterrupted(f"sweep {sweep_id} was interrupted before it started; nothing was saved")
+    return SweepInterrupted(f"sweep {sweep_id} was interrupted; finished trials are kept; {hint}")
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,17 @@ from analysis.verdict import SeedResult, Verdict, decide
 from search import schema
 from search.balanced_search import SWEEP_KEY, end_state
 from trainables.predictions import unpack_correct
+
+# A leader needs a mean confirmed test accuracy of at least chance plus this share of the
+# way from chance to perfect: 19% with 10 classes, 10.9% with 100, 55% with 2. Below it
+# the sweep found nothing worth exporting, whatever the paired tests say (a regime at
+# chance can still "beat" one that diverged).
+TRUST_MARGIN = 0.1
+
+
+def trust_floor(chance: float) -> float:
+    """The least mean test accuracy (a fraction) a leader needs to be a trustworthy result."""
+    return chance + TRUST_MARGIN * (1.0 - chance)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,10 +88,35 @@ class DatasetOutcome:
     verdict: Verdict
     searches: dict[str, RegimeSearch]
     confirmed: dict[str, Confirmed] = field(default_factory=dict)
+    num_classes: int | None = None  # as the confirmation runs reported it
 
     @property
     def leading(self) -> Confirmed | None:
         return self.confirmed.get(self.verdict.leader) if self.verdict.leader else None
+
+    @property
+    def chance(self) -> float | None:
+        return 1.0 / self.num_classes if self.num_classes else None
+
+    @property
+    def trust_floor(self) -> float | None:
+        return trust_floor(self.chance) if self.chance is not None else None
+
+    def headline(self) -> str:
+        """One sentence for the verdict, saying why a leader near chance is not a winner."""
+        if self.verdict.outcome != schema.NO_TRUSTWORTHY_WINNER:
+            return self.verdict.headline()
+        arm = self.verdict.arm(self.verdict.leader)
+        return (f"no trustworthy winner: the leader {arm.regime} reaches only {arm.test.mean:.2f}% mean "
+                f"test accuracy over {len(arm.seeds)} fresh seeds, below the {100 * self.trust_floor:.2f}% "
+                f"a result needs (chance is {100 * self.chance:.2f}% with {self.num_classes} classes)")
+
+
+def untrustworthy(verdict: Verdict, num_classes: int | None) -> bool:
+    """A leader at or near chance: its mean confirmed test accuracy is below the trust floor."""
+    if verdict.leader is None or not num_classes:
+        return False
+    return verdict.arm(verdict.leader).test.mean / 100 < trust_floor(1.0 / num_classes)
 
 
 def seed_result(outcome: TrialOutcome) -> SeedResult | None:
@@ -132,9 +168,20 @@ def dataset_outcomes(
                                               runs=sorted(ranks[rank], key=lambda r: r.seed))
         verdict = decide(dataset, {regime: confirmed[regime].runs if regime in confirmed else []
                                    for regime in regimes})
+        classes = {int(o.result["num_classes"]) for o in mine if o.result.get("num_classes")}
+        num_classes = max(classes) if classes else None
+        if untrustworthy(verdict, num_classes):
+            verdict = replace(verdict, outcome=schema.NO_TRUSTWORTHY_WINNER, winner=None)
         result.append(DatasetOutcome(dataset=dataset, parent_run_id=parents[dataset], verdict=verdict,
-                                     searches=searches, confirmed=confirmed))
+                                     searches=searches, confirmed=confirmed, num_classes=num_classes))
     return result
+
+
+def verdict_record(outcome: DatasetOutcome) -> dict[str, Any]:
+    """`verdict.json`: the verdict with its evidence, this sweep's headline and the chance bar."""
+    return {**outcome.verdict.to_dict(), "headline": outcome.headline(),
+            "num_classes": outcome.num_classes, "chance_acc": outcome.chance,
+            "trust_floor_acc": outcome.trust_floor}
 
 
 # -- what the records say -------------------------------------------------------------
@@ -168,7 +215,8 @@ def config_metadata(outcome: DatasetOutcome, regime: str, *, code_version: str,
             "winner": verdict.winner,
             "leader": verdict.leader,
             "tied": list(verdict.tied),
-            "headline": verdict.headline(),
+            "headline": outcome.headline(),
+            "trustworthy": verdict.outcome != schema.NO_TRUSTWORTHY_WINNER,
         },
     }
 
@@ -185,6 +233,8 @@ TITLES = {
     schema.WINNER: "{winner} wins",
     schema.TIE: "tie ({tied} within noise)",
     schema.NO_RESULT: "none (no regime completed a confirmation run)",
+    schema.NO_TRUSTWORTHY_WINNER: "no trustworthy winner (the leader is near chance: do not use its "
+                                  "config as a result)",
 }
 ROW_HEADERS = ("regime", "search trials (end states)", "confirmed test acc % [95% CI]",
                "leader ahead by, points [95% CI]", "Holm p")
@@ -216,7 +266,7 @@ def verdict_rows(outcome: DatasetOutcome) -> list[tuple[str, str, str, str, str]
 def description(outcome: DatasetOutcome, *, leading_link: str | None) -> str:
     """The parent run's Markdown description: the verdict first, then the evidence."""
     verdict = outcome.verdict
-    lines = [f"**Verdict: {verdict_title(verdict)}**", "", verdict.headline(), "",
+    lines = [f"**Verdict: {verdict_title(verdict)}**", "", outcome.headline(), "",
              "| " + " | ".join(ROW_HEADERS) + " |", "|---" * len(ROW_HEADERS) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in verdict_rows(outcome)]
     if outcome.leading is not None:

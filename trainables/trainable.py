@@ -49,8 +49,13 @@ class RegimeTrainable(tune.Trainable):
         run_config, self.plan = TrialPlan.split(config)
         self.trainer = Trainer(RunConfig.from_dict(run_config))
         self.train_seconds = 0.0
+        self.final: dict[str, Any] | None = None  # the result that ended the run
 
     def step(self) -> dict[str, Any]:
+        if self.final is not None:
+            # Restored from the checkpoint of its last epoch (a resumed sweep whose driver
+            # stopped before Tune saved the trial's end): report that epoch again, train no more.
+            return dict(self.final)
         epoch = self.trainer.epoch + 1
         report = self.trainer.train_epoch(test=self.plan.test_due(epoch))
         self.train_seconds += report.epoch_seconds
@@ -58,6 +63,7 @@ class RegimeTrainable(tune.Trainable):
             **report.metrics(),
             "rate_trace": rate_trace_columns(report),
             "train_seconds": self.train_seconds,
+            "num_classes": self.trainer.data.num_classes,  # chance = 1 / num_classes, for the verdict
             "device": str(self.trainer.device),
             "node_id": ray.get_runtime_context().get_node_id(),
             "should_checkpoint": self.plan.checkpoint_due(epoch, last=self.trainer.finished),
@@ -65,10 +71,12 @@ class RegimeTrainable(tune.Trainable):
         }
         if report.test_correct is not None:
             result["test_correct"] = pack_correct(report.test_correct)
+        if result["done"]:
+            self.final = dict(result)  # a copy: Tune adds its own keys to the result it gets
         return result
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        save_checkpoint(checkpoint_dir, self.trainer, train_seconds=self.train_seconds)
+        save_checkpoint(checkpoint_dir, self.trainer, train_seconds=self.train_seconds, final=self.final)
 
     def load_checkpoint(self, checkpoint: str) -> None:
         """Restore from `checkpoint`; tensors and plain data only, so a file planted in the
@@ -76,6 +84,7 @@ class RegimeTrainable(tune.Trainable):
         state = load_checkpoint(checkpoint)
         self.trainer.load_state_dict(state["trainer"])
         self.train_seconds = state["train_seconds"]
+        self.final = state.get("final")
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         """Reuse this actor for a new trial: rebuild the run from the new config."""
