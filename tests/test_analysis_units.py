@@ -194,7 +194,7 @@ class PlantedSweep:
         from trainables.predictions import pack_correct
 
         full = {**config, SWEEP_KEY: notes}
-        run_id = self.recorder.trial_run(parent_run_id=self.parent, trial_id=trial_id, config=full)
+        self.recorder.start_trial(parent_run_id=self.parent, trial_id=trial_id, config=full)
         result: dict = {}
         for epoch in range(1, epochs + 1):
             behind = epochs - epoch
@@ -202,10 +202,10 @@ class PlantedSweep:
                       "diverged": diverged and behind == 0}
             if behind == 0:  # test accuracy only at the last epoch reached
                 result["test_acc"] = test
-            self.recorder.log_result(run_id, result)
+            self.recorder.log_result(trial_id, result)
         if correct is not None:
             result["test_correct"] = pack_correct(correct)
-        self.recorder.finish_trial(run_id, "errored" if errored else end_state(result, EPOCHS))
+        self.recorder.finish_trial(trial_id, "errored" if errored else end_state(result, EPOCHS))
         self.outcomes.append(TrialOutcome(trial_id=trial_id, config=full, result=result, errored=errored))
         self.configs[trial_id] = config
 
@@ -452,7 +452,8 @@ def test_a_sweep_killed_in_its_first_trial_is_one_clear_line(planted, capsys):
     """A parent run and a started, never finished trial."""
     uri = planted["uri"]
     killed = PlantedSweep(uri, "killed-sweep", "killed")
-    killed.recorder.trial_run(parent_run_id=killed.parent, trial_id="t0", config=settings("lerac"))
+    killed.recorder.start_trial(parent_run_id=killed.parent, trial_id="t0", config=settings("lerac"))
+    killed.recorder.flush()
     for command in ("leaderboard", "export", "report"):
         assert main([command, "--tracking-uri", uri, "--experiment", "killed-sweep"]) == 2
         assert capsys.readouterr().err == "error: sweep 'killed' has no finished trials yet (1 started)\n"
