@@ -32,9 +32,9 @@ from search.integrity import (
     key_path,
     load_key,
 )
-from search.lerac_sweep import build_parser, given_flags, main, resume_options
+from search.lerac_sweep import build_parser, main, resume_options
 from search.options import SweepOptions
-from search.progress import summary_table
+from search.progress import dataset_block
 from search.recording import SweepRecorder
 from search.spaces import Budget, SearchSpace
 from search.state import load_state, save_state
@@ -217,14 +217,14 @@ def test_resume_refuses_flags_it_would_not_apply_and_accepts_the_same_command(tm
     storage = stored_sweep(tmp_path, address="auto")
     parser = build_parser()
     same = ["--datasets", "digits", "--trials", "2", "--epochs", "2", "--storage-path", str(storage), "--resume"]
-    passed, stored = resume_options(parser.parse_args(same), given_flags(parser, same))
+    passed, stored = resume_options(parser.parse_args(same), same)
     assert stored.num_trials == 2 and stored.address == "auto"  # not the CLI's default
     assert passed.model_fields_set == {"storage_path"}
     changed = [*same, "--trials", "5", "--regimes", "lerac"]
     with pytest.raises(Exception, match=r"--regimes, --trials would not be applied: drop them"):
-        resume_options(parser.parse_args(changed), given_flags(parser, changed))
+        resume_options(parser.parse_args(changed), changed)
     runtime = [*same, "--min-free-mb", "1", "--address", "local"]
-    passed, stored = resume_options(parser.parse_args(runtime), given_flags(parser, runtime))
+    passed, stored = resume_options(parser.parse_args(runtime), runtime)
     assert passed.min_free_mb == 1 and passed.address == "local"
 
 
@@ -315,8 +315,8 @@ def test_a_leader_near_chance_is_no_trustworthy_winner_whatever_the_tests_say():
     assert outcome.verdict.outcome == schema.NO_TRUSTWORTHY_WINNER and outcome.verdict.winner is None
     assert outcome.verdict.leader == "lerac" and outcome.chance == pytest.approx(0.1)
     assert "no trustworthy winner: the leader lerac reaches only 12.10%" in outcome.headline()
-    summary = summary_table([outcome], "sqlite:///m.db", "e")
-    assert "digits: NO TRUSTWORTHY WINNER" in summary and "chance is 10.00% with 10 classes" in summary
+    summary = "\n".join(dataset_block(outcome))
+    assert "digits: verdict: no trustworthy winner" in summary and "chance is 10.00% with 10 classes" in summary
     metadata = config_metadata(outcome, "lerac", code_version="x", source_run_id="r")
     assert metadata["verdict"]["outcome"] == schema.NO_TRUSTWORTHY_WINNER
     assert metadata["verdict"]["trustworthy"] is False
@@ -341,7 +341,7 @@ def test_no_trustworthy_winner_is_on_the_parent_run_and_in_best_config(tmp_path)
     assert run.data.tags[schema.VERDICT_REASON].startswith("no trustworthy winner: the leader lerac")
     assert run.data.metrics[schema.CHANCE_ACC] == pytest.approx(0.1)
     assert run.data.metrics[schema.TRUST_FLOOR_ACC] == pytest.approx(0.19)
-    assert "**Verdict: no trustworthy winner**" in run.data.tags[schema.RUN_NOTE]
+    assert "**Verdict: no trustworthy winner (the leader is near chance" in run.data.tags[schema.RUN_NOTE]
     best = MlflowClient(uri).download_artifacts(parent, schema.BEST_CONFIG, str(tmp_path))
     assert read_config_file(best).metadata["verdict"]["outcome"] == schema.NO_TRUSTWORTHY_WINNER
     recorder.writer.close()
