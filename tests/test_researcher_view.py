@@ -73,7 +73,9 @@ def sweep(tmp_path_factory):
     finally:
         ray.shutdown()
     text = output.getvalue()
-    assert code == 0, text[-3000:]
+    # The CIFAR-10 files the test writes are random pixels: its leader stays near chance, so the
+    # sweep says "no trustworthy winner" there and exits 1 (a real dataset would exit 0).
+    assert code == 1 and "cifar10: verdict: no trustworthy winner" in text, text[-3000:]
     elsewhere = tmp / "elsewhere"  # the commands must not depend on the folder they run in
     elsewhere.mkdir()
     return {"tmp": tmp, "out": text, "uri": options["tracking_uri"], "cwd": elsewhere,
