@@ -164,7 +164,8 @@ def test_after_sigterm_and_kill_9_every_trial_is_in_mlflow_once_none_running(two
 
 def test_a_resumed_sweep_prints_its_own_tracking_uri_and_experiment(two_sweeps):
     out = two_sweeps["final"].stdout
-    assert f"--backend-store-uri {two_sweeps['uri']}   (experiment '{EXPERIMENT}')" in out
+    assert f"--backend-store-uri {two_sweeps['uri']} " in out  # the sweep's store, not the CLI default
+    assert f"--tracking-uri {two_sweeps['uri']} --experiment {EXPERIMENT}" in out
 
 
 def test_two_sweeps_started_together_in_one_empty_folder_both_finish(two_sweeps):
@@ -220,12 +221,13 @@ def test_a_disk_that_fills_stops_the_sweep_at_once_and_resume_finishes_it(tmp_pa
     storage = tmp_path / "ray"
     storage.mkdir()
     # A checkpoint of this model is about 0.75 MiB: two trials fill 2 MiB. One trial at a time,
-    # so no checkpoint lands while Tune copies its state (see README: a disk that fills during
-    # that copy leaves a state that resume refuses, pointing to --restart).
+    # and a margin (1.25 MiB must stay free) that the first checkpoint already breaks, so the
+    # sweep stops before a second checkpoint can land while Tune copies its state (see README:
+    # a disk that fills during that copy leaves a state that resume refuses, pointing to --restart).
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(storage)], check=True)
     try:
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        args = sweep_args(storage, uri)
+        args = sweep_args(storage, uri, "--min-free-mb", "1.25")
         stopped = run(args, tmp_path)
         assert stopped.returncode == 75
         line = one_line(stopped.stderr, "stopped: sweep ")
@@ -234,6 +236,13 @@ def test_a_disk_that_fills_stops_the_sweep_at_once_and_resume_finishes_it(tmp_pa
         assert not [run for run in trial_runs(uri) if run.data.tags.get(schema.END_STATE) == schema.ERRORED]
         subprocess.run(["mount", "-o", "remount,size=32m", str(storage)], check=True)  # space freed
         resumed = run([*args, "--resume"], tmp_path)
+        if resumed.returncode == 2:
+            # The disk filled while Tune was copying its state (a checkpoint landing at that
+            # moment): the state is cut short, so resume refuses it in one line and names the
+            # way that always ends, the same sweep from scratch with its MLflow records kept.
+            refused = one_line(resumed.stderr, "error: cannot resume sweep ")
+            assert "cut short when the disk filled" in refused and "--resume --restart" in refused
+            resumed = run([*args, "--resume", "--restart"], tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert_every_trial_once(uri, sweep_id)
     finally:
