@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a fresh worker process for every trial instead of reusing them")
     add("--wait-for-gpus", action="store_true",
         help="allow GPU trials on a cluster with no GPU yet (autoscaling GPU workers)")
+    add("--warm-start", metavar="SWEEP_ID", default=DEFAULTS.warm_start,
+        help="seed each regime's study with the completed trials of an earlier sweep under "
+             "--storage-path whose settings fit this search (they inform the sampler; they are "
+             "not re-run and not counted in the budget)")
     add("--resume", action="store_true",
         help="continue the last interrupted sweep under --storage-path (its own options are reused)")
     return parser
@@ -120,6 +124,7 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
         scheduler=args.scheduler,
         reuse_actors=args.reuse_actors,
         checkpoint_every=args.checkpoint_every,
+        warm_start=args.warm_start,
         fixed=_settings(args.set),
     )
 

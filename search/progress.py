@@ -86,6 +86,9 @@ def summary_table(outcomes: Sequence[DatasetOutcome], tracking_uri: str, experim
     for outcome in outcomes:
         lines += dataset_block(outcome) + [""]
     lines += [
+        # A server already serves its UI; `mlflow ui` only opens a store (it cannot open a server).
+        f"Review in MLflow:  open {tracking_uri} in a browser   (experiment '{experiment}')"
+        if tracking_uri.startswith(("http://", "https://")) else
         f"Review in MLflow:  mlflow ui --backend-store-uri {tracking_uri}   (experiment '{experiment}')",
         f"Best configs:      python -m analysis export --tracking-uri {tracking_uri} --experiment {experiment}",
     ]

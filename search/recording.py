@@ -191,6 +191,10 @@ class SweepRecorder:
         for start in range(0, len(metrics), MLFLOW_BATCH_LIMIT):
             self._submit(self.client.log_batch, run_id, metrics=metrics[start : start + MLFLOW_BATCH_LIMIT])
 
+    def tag_run(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Set tags on a run (in the background, in order with its metrics)."""
+        self._submit(self.client.log_batch, run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+
     def finish_trial(self, run_id: str, state: str) -> None:
         """Tag how the trial ended and close its run (in the background, after its metrics)."""
         ended = int(time.time() * 1000)  # now, not when the background writer gets to it
@@ -259,6 +263,7 @@ class MlflowTrialCallback(Callback):
         self.epochs = epochs
         self.run_ids: dict[str, str] = {}
         self.logged_epochs: dict[str, int] = {}
+        self.placements: dict[str, dict[str, str]] = {}
 
     def _run_id(self, trial: Trial) -> str:
         if trial.trial_id not in self.run_ids:
@@ -277,9 +282,19 @@ class MlflowTrialCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict,
                         **info: Any) -> None:
         run_id = self._run_id(trial)
+        self._tag_placement(trial, run_id, result)
         if result["epoch"] > self.logged_epochs[trial.trial_id]:
             self.recorder.log_result(run_id, result)
             self.logged_epochs[trial.trial_id] = result["epoch"]
+
+    def _tag_placement(self, trial: Trial, run_id: str, result: dict) -> None:
+        """Where the trial trains: its node, its device and what Ray gave it (again after a move)."""
+        given = trial.placement_group_factory.required_resources
+        placement = {schema.NODE_ID: str(result.get("node_id")), schema.DEVICE: str(result.get("device")),
+                     schema.RESOURCES: ", ".join(f"{key}={value:g}" for key, value in sorted(given.items()))}
+        if self.placements.get(trial.trial_id) != placement:
+            self.placements[trial.trial_id] = placement
+            self.recorder.tag_run(run_id, placement)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.recorder.finish_trial(self._run_id(trial), end_state(trial.last_result, self.epochs))

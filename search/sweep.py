@@ -22,17 +22,22 @@ from typing import Any
 import optuna
 
 from search import schema
-from search.balanced_search import BalancedSearch, Confirmation, Group, SamplerSettings
+from search.balanced_search import (
+    JOURNAL_FILE,
+    BalancedSearch,
+    Confirmation,
+    Group,
+    SamplerSettings,
+)
 from search.checks import SweepError, check_cluster_resources, validate_options
 from search.options import METRIC, SweepOptions
 from search.spaces import Budget, SearchSpace, describe_space
 from search.state import load_latest_state, save_state
 from search.verdicts import DatasetOutcome, TrialOutcome, dataset_outcomes
+from search.warm_start import WarmStart, load_warm_start
 from trainables.version import code_version
 
 __all__ = ["SweepError", "SweepInterrupted", "SweepOptions", "run_sweep"]
-
-OPTUNA_JOURNAL = "optuna-journal.log"
 
 
 class SweepInterrupted(Exception):
@@ -88,8 +93,9 @@ def protocol(options: SweepOptions) -> dict[str, Any]:
     }
 
 
-def build_tuner(options: SweepOptions, sweep_dir: Path, callback: Any, *, resume: bool) -> Any:
-    """One Tuner for the whole sweep (restored from `sweep_dir` when resuming)."""
+def build_tuner(options: SweepOptions, sweep_dir: Path, callback: Any, *, resume: bool,
+                warm: WarmStart | None = None) -> Any:
+    """One Tuner for the whole sweep (restored from `sweep_dir` when resuming; `warm` seeds a new one)."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -117,10 +123,11 @@ def build_tuner(options: SweepOptions, sweep_dir: Path, callback: Any, *, resume
         confirmation=Confirmation(seeds=tuple(options.confirmation_seeds()), top_k=options.top_k,
                                   checkpoint_epochs=tuple(every)),
         study_prefix=sweep_dir.name,
-        journal=sweep_dir / OPTUNA_JOURNAL,
+        journal=sweep_dir / JOURNAL_FILE,
         search_test_epochs=rungs,
         search_checkpoint_epochs=sorted(set(rungs) | set(every)),
         time_budget_s=options.time_budget_s,
+        warm_start=warm.trials if warm else None,
     )
     scheduler = (
         GroupedAsha(metric=METRIC, mode="max", max_t=options.epochs,
@@ -195,6 +202,8 @@ def run_sweep(options: SweepOptions, *, resume: bool = False) -> list[DatasetOut
     else:
         sweep_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     validate_options(options)
+    warm = (load_warm_start(storage_path, options.warm_start, groups(options))
+            if options.warm_start and not resume else None)
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep the compact CLIReporter table
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
@@ -208,14 +217,14 @@ def run_sweep(options: SweepOptions, *, resume: bool = False) -> list[DatasetOut
         save_state(storage_path, sweep_id, options)
         recorder = SweepRecorder(tracking_uri=options.tracking_uri, experiment=options.experiment,
                                  sweep_id=sweep_id)
-        version_now, record = code_version(), protocol(options)
+        version_now, record = code_version(), protocol(options) | (warm.protocol() if warm else {})
         parents = {
             dataset: recorder.parent_run(dataset=dataset, model=options.model, regimes=options.regimes,
                                          code_version=version_now, protocol=record)
             for dataset in options.datasets
         }
         callback = MlflowTrialCallback(recorder, parents=parents, epochs=options.epochs)
-        trials = trial_outcomes(build_tuner(options, storage_path / sweep_id, callback, resume=resume).fit())
+        trials = trial_outcomes(build_tuner(options, storage_path / sweep_id, callback, resume=resume, warm=warm).fit())
         undone = unfinished_work(trials, options)
         if undone is not None:
             raise SweepInterrupted(

@@ -20,6 +20,25 @@ from trainables.training import Trainer
 CHECKPOINT_FILE = "trainer.pt"
 
 
+def check_gpus_usable(device: str) -> None:
+    """A trial that Ray gave a GPU must find one: fail rather than train on the CPU unseen.
+
+    `device=auto` falls back to the CPU when torch sees no CUDA device (no
+    driver, a driver too old for torch's CUDA build, a CPU-only torch): on a
+    cluster that would bill GPU hours for CPU trials. `device=cpu` is the
+    explicit opt-in to train on the CPU anyway; the run's MLflow tags then say
+    `device=cpu` beside the GPU it held.
+    """
+    gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
+    if gpu_ids and device == "auto" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"this trial was given GPU {', '.join(map(str, gpu_ids))} on node "
+            f"{ray.util.get_node_ip_address()} but torch {torch.__version__} (CUDA build "
+            f"{torch.version.cuda}) finds no CUDA device: check the NVIDIA driver there "
+            "(`nvidia-smi`), or set device=cpu (--set device=cpu) to train on the CPU on purpose"
+        )
+
+
 class RegimeTrainable(tune.Trainable):
     """Trains the run described by its flat config dict; reports once per epoch."""
 
@@ -27,6 +46,7 @@ class RegimeTrainable(tune.Trainable):
         self._build(config)
 
     def _build(self, config: dict[str, Any]) -> None:
+        check_gpus_usable(str(config.get("device", "auto")))
         self.trainer = Trainer(RunConfig.from_dict({k: v for k, v in config.items() if k != "sweep"}))
         self.train_seconds = 0.0
 
