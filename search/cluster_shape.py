@@ -99,13 +99,20 @@ def monitor_config_on_this_node(gcs_port: str) -> dict[str, Any] | None:
 
 
 def _launcher_node_types() -> list[NodeShape] | None:
-    """The node types of the v1 autoscaler's config, read on the head node."""
+    """The node types of the v1 autoscaler's config, read on the head node.
+
+    None when there is no such autoscaler or its config cannot be read: the
+    check then judges by the nodes that are up, as on a fixed cluster.
+    """
     import ray
 
     port = ray.get_runtime_context().gcs_address.rpartition(":")[2]
     read = ray.remote(num_cpus=0, resources={HEAD_RESOURCE: 0.001}, max_retries=0)(
         monitor_config_on_this_node)
-    config = ray.get(read.remote(port), timeout=120)
+    try:
+        config = ray.get(read.remote(port), timeout=120)
+    except ray.exceptions.RayError:  # the read failed on the head (a RayTaskError) or timed out
+        return None
     return None if config is None else node_types_from_config(config)
 
 

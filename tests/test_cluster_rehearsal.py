@@ -45,7 +45,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 EXPERIMENT = "rehearsal"
-TRIALS, CONFIRM_SEEDS, REGIMES = 2, 2, ("conventional", "lerac")
+TRIALS, CONFIRM_SEEDS, REGIMES = 1, 2, ("conventional", "lerac")
 RUNS = len(REGIMES) * (TRIALS + CONFIRM_SEEDS)  # search trials and confirmation runs
 
 
@@ -88,20 +88,35 @@ def start_group(command: list[str], *, env: dict, log: Path) -> subprocess.Popen
                                 stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def end_group(pgid: int, grace: float = 5) -> None:
-    """SIGTERM to the group, then SIGKILL to whatever is left of it."""
+def end_groups(*pgids: int, grace: float = 5) -> None:
+    """SIGTERM to each group, then SIGKILL to whatever is left of them."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
+        alive = []
+        for pgid in pgids:
             try:
-                os.killpg(pgid, 0)
+                os.killpg(pgid, sig)
+                alive.append(pgid)
             except ProcessLookupError:
-                return
+                pass
+        deadline = time.monotonic() + grace
+        while alive and time.monotonic() < deadline:
             time.sleep(0.5)
+            alive = [pgid for pgid in alive if _group_alive(pgid)]
+        pgids = tuple(alive)
+        if not pgids:
+            return
+
+
+def _group_alive(pgid: int) -> bool:
+    try:  # the group's leader is our child: reap it if it ended, or it counts as alive
+        os.waitpid(pgid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def wait_until_up(url: str, seconds: float = 120, token: Path | None = None) -> None:
@@ -119,11 +134,9 @@ def wait_until_up(url: str, seconds: float = 120, token: Path | None = None) -> 
 
 def mlflow_server(store: Path, port: int, env: dict, log: Path) -> subprocess.Popen:
     """The head's MLflow command from cluster.yaml, with /shared standing in as `store`."""
-    server = start_group([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                          "--workers", "1", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-                          "--artifacts-destination", str(store / "artifacts")], env=env, log=log)
-    wait_until_up(f"http://127.0.0.1:{port}/health")
-    return server
+    return start_group([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                        "--workers", "1", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+                        "--artifacts-destination", str(store / "artifacts")], env=env, log=log)
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +171,7 @@ def rehearsal(tmp_path_factory):
             env={**env, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}, log=tmp / "head.log")
         groups.append(head.pid)
         assert head.wait(timeout=120) == 0, (tmp / "head.log").read_text()[-2000:]
+        wait_until_up(f"http://127.0.0.1:{mlflow_port}/health")  # started beside the head
         address = f"http://127.0.0.1:{dashboard}"
         wait_until_up(f"{address}/api/version", token=token)
 
@@ -174,8 +188,7 @@ def rehearsal(tmp_path_factory):
         yield {"job": job, "shared": shared, "tmp": tmp, "env": env,
                "gcs": gcs, "mlflow": f"http://127.0.0.1:{mlflow_port}", "server": server}
     finally:
-        for pgid in groups:
-            end_group(pgid)
+        end_groups(*groups)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
@@ -229,13 +242,13 @@ def test_optuna_dashboard_opens_the_sweeps_studies(rehearsal):
                              timeout=10).json()
         assert len(study["trials"]) == TRIALS
     finally:
-        end_group(dashboard.pid)
+        end_groups(dashboard.pid)
 
 
 def test_records_read_back_from_a_pulled_copy_after_the_cluster_is_gone(rehearsal, tmp_path):
     """`ray down` ends the head and its MLflow server; the copy the README pulls keeps every run
     and every artifact (a local `mlflow server --artifacts-destination` serves them from there)."""
-    end_group(rehearsal["server"].pid)
+    end_groups(rehearsal["server"].pid)
     pulled = tmp_path / "cluster-records" / "mlflow"
     shutil.copytree(rehearsal["shared"] / "mlflow", pulled)
     client = MlflowClient(f"sqlite:///{pulled / 'mlflow.db'}")
@@ -246,6 +259,20 @@ def test_records_read_back_from_a_pulled_copy_after_the_cluster_is_gone(rehearsa
     served = parent.info.artifact_uri.removeprefix("mlflow-artifacts:/")
     best = pulled / "artifacts" / served / schema.BEST_CONFIG
     assert re.search(r"regime: (conventional|lerac)", best.read_text())
+
+
+def test_trials_no_node_type_can_host_are_refused_with_one_line(rehearsal, tmp_path):
+    """The node types are read from the running cluster's autoscaler: 2 GPUs per trial fit none."""
+    refused = subprocess.run(
+        ["lerac-sweep", "--address", "auto", "--datasets", "digits", "--gpus-per-trial", "2",
+         "--wait-for-gpus", "--storage-path", str(tmp_path / "ray"),
+         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        env={**rehearsal["env"], "RAY_ADDRESS": f"127.0.0.1:{rehearsal['gcs']}"},
+        capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    (line,) = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert "2 GPU but no node of this cluster can ever host one" in line and "gpu_a10g (4 CPU, 1 GPU)" in line
+    assert not (tmp_path / "ray").exists() and not (tmp_path / "mlflow.db").exists()
 
 
 def test_idle_gpu_workers_go_away(rehearsal):

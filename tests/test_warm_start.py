@@ -29,8 +29,10 @@ from search.balanced_search import (
     Group,
     SamplerSettings,
 )
+from search.lerac_sweep import build_parser, options_from_args
 from search.lerac_sweep import main as sweep_main
 from search.spaces import Budget, SearchSpace
+from search.sweep import groups
 from search.warm_start import load_warm_start, refit
 
 EPOCHS = 4
@@ -119,7 +121,7 @@ def test_seeded_trials_inform_the_studies_but_take_no_budget_and_no_confirmation
     assert len(complete) == 5 and sum(WARM_STARTED_FROM in t.user_attrs for t in complete) == 3
 
 
-# -- two real sweeps ---------------------------------------------------------------------
+# -- a real sweep, warm-started from an earlier sweep's stored studies -------------------
 
 def sweep_args(tmp_path: Path, *extra: str) -> list[str]:
     return ["--datasets", "digits", "--regimes", "conventional", "--trials", "2", "--epochs", "1",
@@ -128,52 +130,50 @@ def sweep_args(tmp_path: Path, *extra: str) -> list[str]:
             "--experiment", "warm", *extra]
 
 
+def earlier_sweep(tmp_path: Path, sweep_id: str, values: list[float]) -> None:
+    """An earlier sweep's stored studies, written by the sweep's own searcher driven as Tune drives
+    it (the trials' results are given, not trained: the warm start only reads the studies)."""
+    options = options_from_args(build_parser().parse_args(sweep_args(tmp_path)))
+    searcher = BalancedSearch(
+        groups=groups(options), trials_per_group=len(values), epochs=options.epochs,
+        sampler=SamplerSettings(kind="tpe", seed=1, startup_trials=2), confirmation=Confirmation(seeds=(1, 2)),
+        study_prefix=sweep_id, journal=tmp_path / "ray" / sweep_id / JOURNAL_FILE)
+    for number, value in enumerate(values):
+        searcher.suggest(f"old{number}")
+        searcher.on_trial_complete(f"old{number}", {"epoch": 1, "val_acc": value, "train_loss": 0.5})
+
+
 def study_of(tmp_path: Path, sweep_id: str) -> optuna.Study:
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "ray" / sweep_id / JOURNAL_FILE)))
     return optuna.load_study(study_name=f"{sweep_id}/digits/conventional", storage=storage)
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
-def test_a_sweep_warm_started_from_an_earlier_one(tmp_path, ray_runtime):
+def test_a_sweep_warm_started_from_an_earlier_ones_studies(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    assert sweep_main(sweep_args(tmp_path)) == 0
-    first = json.loads((tmp_path / "ray" / "latest_sweep.json").read_text())["sweep_id"]
-    earlier = study_of(tmp_path, first).get_trials(states=(TrialState.COMPLETE,))
-    assert len(earlier) == 2
-
-    assert sweep_main(sweep_args(tmp_path, "--warm-start", first)) == 0
-    second = json.loads((tmp_path / "ray" / "latest_sweep.json").read_text())["sweep_id"]
-    trials = study_of(tmp_path, second).trials
+    earlier_sweep(tmp_path, "earlier", [0.91, 0.95, 0.42])
+    assert sweep_main(sweep_args(tmp_path, "--warm-start", "earlier")) == 0
+    sweep_id = json.loads((tmp_path / "ray" / "latest_sweep.json").read_text())["sweep_id"]
+    trials = study_of(tmp_path, sweep_id).trials
     seeded = [t for t in trials if WARM_STARTED_FROM in t.user_attrs]
-    assert sorted(t.value for t in seeded) == sorted(t.value for t in earlier)
-    assert {t.user_attrs[WARM_STARTED_FROM] for t in seeded} == {f"{first}#{t.number}" for t in earlier}
+    assert sorted(t.value for t in seeded) == [0.42, 0.91, 0.95]
+    assert {t.user_attrs[WARM_STARTED_FROM] for t in seeded} == {"earlier#0", "earlier#1", "earlier#2"}
     assert len(trials) - len(seeded) == 2  # its own budget, in full
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("warm")
-    (parent,) = client.search_runs([experiment.experiment_id], filter_string=(
-        f"tags.{schema.ROLE} = '{schema.PARENT}' and tags.{schema.SWEEP_ID} = '{second}'"))
-    assert parent.data.params["protocol.warm_start_from"] == first
-    assert parent.data.params["protocol.warm_start_trials"] == "2"
+    (parent,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.{schema.ROLE} = '{schema.PARENT}'")
+    assert parent.data.params["protocol.warm_start_from"] == "earlier"
+    assert parent.data.params["protocol.warm_start_trials"] == "3"
     protocol = json.loads(Path(client.download_artifacts(parent.info.run_id, schema.PROTOCOL_FILE,
                                                          str(tmp_path))).read_text())
-    assert protocol["warm_start"]["added"] == {"digits/conventional": 2}
-    runs = client.search_runs([experiment.experiment_id], filter_string=(
-        f"tags.{schema.ROLE} = '{schema.TRIAL}' and tags.{schema.SWEEP_ID} = '{second}'"))
+    assert protocol["warm_start"]["added"] == {"digits/conventional": 3}
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.{schema.ROLE} = '{schema.TRIAL}'")
     own = {run.info.run_id for run in runs if run.data.tags[schema.STAGE] == schema.SEARCH}
     confirmed = [run for run in runs if run.data.tags[schema.STAGE] == schema.CONFIRM]
-    assert len(own) == 2 and len(confirmed) == 2
-    assert {run.data.tags[schema.SOURCE_RUN_ID] for run in confirmed} <= own  # never a seeded trial
+    assert len(own) == 2 and len(confirmed) == 2  # the seeded 0.95 beat them, yet is not confirmed
+    assert {run.data.tags[schema.SOURCE_RUN_ID] for run in confirmed} <= own
 
 
 def test_warm_start_from_an_unknown_sweep_fails_with_one_line_and_writes_nothing(tmp_path, capsys):
