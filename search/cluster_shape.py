@@ -4,13 +4,14 @@ A trial's resources must fit on one node. On a fixed cluster the nodes that
 are up are all there will be; on a cluster started by `ray up`, GPU workers
 scale from zero, so the node types the autoscaler may start count too.
 
-Ray 2.60 has no public API that lists those node types. Two places hold them:
-- autoscaler v2 and KubeRay publish a `ClusterConfig` in the GCS, read with
-  `ray._private.state.state.get_cluster_config()` (Ray Data reads it the same
-  way to learn how far a cluster can grow);
-- the cluster launcher's default autoscaler (v1, what `ray up` runs) publishes
-  nothing: its node types are in the config file its monitor process reads on
-  the head node (`monitor.py --autoscaling-config=FILE`; `ray up` passes
+Ray 2.60 has no public API that lists those node types. Two places can hold them:
+- a `ClusterConfig` in the GCS, when a cluster manager has published one
+  (`ray._private.state.state.get_cluster_config()`; Ray Data reads it the same
+  way to learn how far a cluster can grow). Read first, being the most stable
+  place, though with the cluster launcher nothing publishes it (checked on
+  Ray 2.60's fake autoscaler, v1 and v2);
+- the config file that the launcher's autoscaler monitor reads on the head
+  node (`monitor.py --autoscaling-config=FILE`; `ray up` passes
   `~/ray_bootstrap_config.yaml`, with every node type's resources filled in).
   A zero-CPU task pinned to the head finds the monitor of this cluster (by its
   GCS port) and reads that file.
@@ -68,7 +69,7 @@ def node_types_from_config(config: Mapping[str, Any]) -> list[NodeShape]:
 
 
 def _published_node_types() -> list[NodeShape] | None:
-    """The node groups autoscaler v2 or KubeRay published in the GCS, if any."""
+    """The node groups a cluster manager published in the GCS, if any."""
     from ray._private.state import state
 
     config = state.get_cluster_config()
