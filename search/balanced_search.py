@@ -17,7 +17,7 @@ from __future__ import annotations
 import pickle
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,14 @@ from search import schema
 from search.spaces import SearchSpace
 
 SWEEP_KEY = "sweep"  # the config key the Trainable strips: the searcher's notes on a trial
+JOURNAL_FILE = "optuna-journal.log"  # a sweep's studies, in its folder under the storage path
+CONFIG_ATTR = "config"  # user attr of a study's trial: the complete run config it trained
+WARM_STARTED_FROM = "warm_started_from"  # user attr of a seeded trial: "<earlier sweep>#<number>"
+
+
+def study_name(sweep_id: str, group: str) -> str:
+    """A study's name in the journal: `<sweep_id>/<dataset>/<regime>`."""
+    return f"{sweep_id}/{group}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +126,7 @@ class BalancedSearch(Searcher):
         search_test_epochs: Sequence[int] = (),
         search_checkpoint_epochs: Sequence[int] = (),
         time_budget_s: float | None = None,
+        warm_start: Mapping[str, Sequence[optuna.trial.FrozenTrial]] | None = None,
     ):
         super().__init__(metric=schema.VAL_ACC, mode="max")
         self.groups = {group.key: group for group in groups}
@@ -132,6 +141,9 @@ class BalancedSearch(Searcher):
         self.time_budget_s = time_budget_s
         self._state = _State(started=dict.fromkeys(self.groups, 0))
         self._open()
+        for key, trials in (warm_start or {}).items():
+            for trial in trials:  # finished elsewhere: in the study, not in the budget
+                self.studies[key].add_trial(trial)
 
     # -- studies ---------------------------------------------------------------------
     def _storage(self) -> BaseStorage:
@@ -143,7 +155,7 @@ class BalancedSearch(Searcher):
         return self._state.memory_storage
 
     def study_name(self, group: str) -> str:
-        return f"{self.study_prefix}/{group}"
+        return study_name(self.study_prefix, group)
 
     def _open(self) -> None:
         """(Re)connect every group's study; samplers carry over from the saved state."""
@@ -231,7 +243,7 @@ class BalancedSearch(Searcher):
         study = self.studies[key]
         trial = study.ask()
         config = self.groups[key].space(trial)
-        trial.set_user_attr("config", config)
+        trial.set_user_attr(CONFIG_ATTR, config)
         trial.set_user_attr("tune_trial_id", trial_id)
         self._state.started[key] += 1
         self._state.numbers.setdefault(key, []).append(trial.number)
@@ -276,7 +288,7 @@ class BalancedSearch(Searcher):
         runs = []
         for seed in confirmation.seeds:
             for rank, trial in enumerate(self.best_configs(key)[: confirmation.top_k], start=1):
-                runs.append({**trial.user_attrs["config"], "seed": seed, SWEEP_KEY: {
+                runs.append({**trial.user_attrs[CONFIG_ATTR], "seed": seed, SWEEP_KEY: {
                     "stage": schema.CONFIRM, "group": key, "rank": rank,
                     "source_trial": trial.user_attrs["tune_trial_id"],
                     "test_epochs": list(confirmation.test_epochs),

@@ -7,10 +7,12 @@ is written before they all pass.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import optuna
 
+from search.cluster_shape import NodeShape, cluster_shapes
 from search.options import SweepOptions
 from search.spaces import SearchSpace
 from trainables.config import RunConfig
@@ -69,20 +71,51 @@ def check_tracking_uri(uri: str) -> None:
     raise SweepError(f"unsupported MLflow tracking URI {uri!r}: use sqlite:///FILE or http(s)://HOST:PORT")
 
 
-def check_cluster_resources(options: SweepOptions) -> None:
-    """Trials that no node can ever host would wait forever: refuse them."""
-    import ray
+def trial_request(options: SweepOptions) -> dict[str, float]:
+    """What one trial asks of a node (Tune places each trial on a single node)."""
+    return {"CPU": options.cpus_per_trial} | ({"GPU": options.gpus_per_trial} if options.gpus_per_trial else {})
 
-    resources = ray.cluster_resources()
-    if options.cpus_per_trial > resources.get("CPU", 0):
-        raise SweepError(
-            f"each trial asks for {options.cpus_per_trial} CPUs but the Ray cluster has "
-            f"{resources.get('CPU', 0):g} in all"
-        )
-    gpus = resources.get("GPU", 0)
-    if options.gpus_per_trial > gpus and not options.wait_for_gpus:
-        raise SweepError(
-            f"each trial asks for {options.gpus_per_trial} GPUs but the Ray cluster has {gpus:g}; "
-            "use --gpus-per-trial 0, or --wait-for-gpus on an autoscaling cluster whose GPU "
-            "workers start on demand"
-        )
+
+def check_cluster_resources(options: SweepOptions) -> None:
+    """Trials that no node can ever host would wait forever: refuse them.
+
+    Checked against every node that is up and, on a cluster joined with
+    `--address`, every node type its autoscaler may start (`search.cluster_shape`).
+    """
+    shapes, autoscaled = cluster_shapes(autoscaling=options.address not in (None, "local"))
+    problem = placement_problem(trial_request(options), shapes, autoscaled=autoscaled,
+                                wait_for_gpus=options.wait_for_gpus)
+    if problem is not None:
+        raise SweepError(problem)
+
+
+def placement_problem(request: Mapping[str, float], shapes: Sequence[NodeShape], *, autoscaled: bool,
+                      wait_for_gpus: bool) -> str | None:
+    """Why trials asking for `request` would never run on these shapes, or None if they can.
+
+    A cluster whose GPU workers scale from zero hosts GPU trials once the
+    autoscaler starts one (with --wait-for-gpus), but never a trial larger
+    than its largest node type; without a known autoscaler, only the nodes
+    that are up count (and --wait-for-gpus trusts GPU nodes to join by hand).
+    """
+    asks = " and ".join(f"{amount:g} {key}" for key, amount in request.items())
+    if any(shape.running and shape.hosts(request) for shape in shapes):
+        return None
+    startable = [shape for shape in shapes if not shape.running and shape.hosts(request)]
+    if startable:
+        if "GPU" in request and not wait_for_gpus:
+            return (f"each trial asks for {asks}: no node that is up can host one and the autoscaler "
+                    f"would start {startable[0].name} nodes for them; pass --wait-for-gpus to let "
+                    "trials wait for GPU workers")
+        return None
+    every = "; ".join(shape.describe() for shape in shapes)
+    if autoscaled:
+        return f"each trial asks for {asks} but no node of this cluster can ever host one: it has or may start {every}"
+    gpus = max((shape.resources.get("GPU", 0) for shape in shapes), default=0)
+    if "GPU" in request and gpus < request["GPU"]:
+        if wait_for_gpus:
+            return None
+        return (f"each trial asks for {request['GPU']:g} GPUs but the Ray cluster has {gpus:g} per node; "
+                "use --gpus-per-trial 0, or --wait-for-gpus on an autoscaling cluster whose GPU workers "
+                "start on demand")
+    return f"each trial asks for {asks} but no node of the Ray cluster can host one: {every}"

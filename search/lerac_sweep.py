@@ -118,6 +118,10 @@ def build_parser(*, defaults: bool = True) -> argparse.ArgumentParser:
     add("--tracking-timeout", type=float, default=DEFAULTS.tracking_timeout_s,
         help="seconds a failing MLflow store is waited for (records queue up) before the sweep "
              "stops (resumably)")
+    add("--warm-start", metavar="SWEEP_ID", default=DEFAULTS.warm_start,
+        help="seed each regime's study with the completed trials of an earlier sweep under "
+             "--storage-path whose settings fit this search (they inform the sampler; they are "
+             "not re-run and not counted in the budget)")
     add("--resume", action="store_true",
         help="continue an interrupted sweep under --storage-path with its own options (the last "
              "one started, or --sweep-id); only --address, --min-free-mb and --tracking-timeout "

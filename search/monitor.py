@@ -83,6 +83,7 @@ class SweepMonitor(Callback):
         self._recording = True
         self._next_check = 0.0
         self._handlers: dict[int, Any] = {}
+        self._placements: dict[str, dict[str, str]] = {}  # trial id -> node, device, resources tagged
         _LIVE[sweep_id] = self
 
     def __reduce__(self) -> tuple[Callable[[str], SweepMonitor], tuple[str]]:
@@ -172,7 +173,17 @@ class SweepMonitor(Callback):
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict,
                         **info: Any) -> None:
         if self._recording:
+            self._tag_placement(trial, result)
             self.recorder.log_result(trial.trial_id, result)
+
+    def _tag_placement(self, trial: Trial, result: dict) -> None:
+        """Where the trial trains: its node, its device and what Ray gave it (again after a move)."""
+        given = trial.placement_group_factory.required_resources
+        placement = {schema.NODE_ID: str(result.get("node_id")), schema.DEVICE: str(result.get("device")),
+                     schema.RESOURCES: ", ".join(f"{key}={value:g}" for key, value in sorted(given.items()))}
+        if self._placements.get(trial.trial_id) != placement:
+            self._placements[trial.trial_id] = placement
+            self.recorder.tag_trial(trial.trial_id, placement)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         if self._recording:

@@ -71,6 +71,7 @@ class SweepOptions(BaseModel):
     scheduler: Literal["asha", "fifo"] = "asha"
     reuse_actors: bool = True
     checkpoint_every: int = Field(0, ge=0)
+    warm_start: str | None = Field(None, min_length=1, description="an earlier sweep's id: its studies seed this one's")
     fixed: dict[str, Any] = Field(default_factory=dict)
     # Where the sweep runs, not what it computes: a resume may change these.
     min_free_mb: float = Field(500.0, ge=0, description="free space the storage path and a sqlite "

@@ -182,6 +182,10 @@ class SweepRecorder:
         """Tag how the trial ended and close its run, after its metrics."""
         self.writer.submit(self._finish, trial_id, state, int(time.time() * 1000))
 
+    def tag_trial(self, trial_id: str, tags: Mapping[str, str]) -> None:
+        """Set tags on a trial's run, in order with its metrics."""
+        self.writer.submit(self._tag, trial_id, dict(tags))
+
     def reconcile(self, trials: list[TrialRecord], parents: Mapping[str, str]) -> None:
         """Make the records agree with the trials Tune restored (queued before anything else)."""
         self.writer.submit(self._reconcile, trials, dict(parents))
@@ -241,6 +245,11 @@ class SweepRecorder:
         for start in range(0, len(metrics), MLFLOW_BATCH_LIMIT):
             self.client.log_batch(run_id, metrics=metrics[start : start + MLFLOW_BATCH_LIMIT])
         self._logged[trial_id].add(epoch)
+
+    def _tag(self, trial_id: str, tags: Mapping[str, str]) -> None:
+        run_id = self._run_ids.get(trial_id)
+        if run_id is not None:
+            self.client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
 
     def _finish(self, trial_id: str, state: str, ended_ms: int) -> None:
         run_id = self._run_ids.get(trial_id)

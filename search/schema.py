@@ -61,6 +61,9 @@ SOURCE_RUN_ID: Final = "source_run_id"  # confirmation runs: the search trial it
 END_STATE: Final = "end_state"
 LEADER: Final = "leader"  # "true" on the search trial whose config leads its dataset (set with the verdict)
 WINNER_RUN: Final = "winner"  # "true" on that trial too when the verdict names it the winner
+NODE_ID: Final = "node_id"  # the Ray node the trial trains on (its latest, after a retry elsewhere)
+DEVICE: Final = "device"  # what it trains on: "cuda:0", or "cpu" (with a GPU held only if opted in)
+RESOURCES: Final = "resources"  # what Ray gave the trial, e.g. "CPU=1, GPU=0.5"
 
 COMPLETED: Final = "completed"  # ran every epoch with a finite loss
 STOPPED_EARLY: Final = "stopped_early"  # stopped by ASHA at a rung

@@ -31,7 +31,13 @@ from typing import Any
 import optuna
 
 from search import schema
-from search.balanced_search import BalancedSearch, Confirmation, Group, SamplerSettings
+from search.balanced_search import (
+    JOURNAL_FILE,
+    BalancedSearch,
+    Confirmation,
+    Group,
+    SamplerSettings,
+)
 from search.checks import SweepError, check_cluster_resources, validate_options
 from search.disk import check_free_space, watched_folders
 from search.integrity import Seal, StateRefused, load_key
@@ -41,12 +47,12 @@ from search.spaces import SearchSpace, describe_space
 from search.state import load_state, save_state, saved_trial_count, set_aside
 from search.sweep_file import attach_sweep_file
 from search.verdicts import DatasetOutcome, TrialOutcome, dataset_outcomes
+from search.warm_start import WarmStart, load_warm_start
 from search.writer import StoreFailed, bound_http_retries, one_line
 from trainables.version import code_version
 
 __all__ = ["SweepError", "SweepInterrupted", "SweepOptions", "SweepStopped", "run_sweep"]
 
-OPTUNA_JOURNAL = "optuna-journal.log"
 TUNER_FILE = "tuner.pkl"
 # Options about where a sweep runs rather than what it computes: a resume applies them
 # when they are given (in the Python API: set explicitly on the options passed in).
@@ -134,8 +140,9 @@ def protocol(options: SweepOptions) -> dict[str, Any]:
     }
 
 
-def build_tuner(options: SweepOptions, sweep_dir: Path, monitor: Any, *, resume: bool) -> Any:
-    """One Tuner for the whole sweep (restored from `sweep_dir` when resuming)."""
+def build_tuner(options: SweepOptions, sweep_dir: Path, monitor: Any, *, resume: bool,
+                warm: WarmStart | None = None) -> Any:
+    """One Tuner for the whole sweep (restored from `sweep_dir` when resuming; `warm` seeds a new one)."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -163,10 +170,11 @@ def build_tuner(options: SweepOptions, sweep_dir: Path, monitor: Any, *, resume:
         confirmation=Confirmation(seeds=tuple(options.confirmation_seeds()), top_k=options.top_k,
                                   checkpoint_epochs=tuple(every)),
         study_prefix=sweep_dir.name,
-        journal=sweep_dir / OPTUNA_JOURNAL,
+        journal=sweep_dir / JOURNAL_FILE,
         search_test_epochs=rungs,
         search_checkpoint_epochs=sorted(set(rungs) | set(every)),
         time_budget_s=options.time_budget_s,
+        warm_start=warm.trials if warm else None,
     )
     scheduler = (
         GroupedAsha(metric=METRIC, mode="max", max_t=options.epochs,
@@ -259,12 +267,14 @@ def run_sweep(options: SweepOptions, *, resume: bool = False, sweep_id: str | No
         raise SweepError(f"cannot resume sweep {sweep_id}: {refused}. Start it again from scratch "
                          f"under the same id (its MLflow records are kept): "
                          f"{resume_command(storage_path, sweep_id, restart=True)}") from None
+    warm = (load_warm_start(storage_path, options.warm_start, groups(options))
+            if options.warm_start and fresh else None)
     return _run(options, sweep_id=sweep_id, key=key, seal=seal, restored=restored,
-                resumed=resume, start_over=resume and fresh)
+                resumed=resume, start_over=resume and fresh, warm=warm)
 
 
 def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None, restored: int | None,
-         resumed: bool, start_over: bool) -> list[DatasetOutcome]:
+         resumed: bool, start_over: bool, warm: WarmStart | None) -> list[DatasetOutcome]:
     """The sweep once its options and saved state are known to be good."""
     import ray
 
@@ -295,7 +305,7 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
             try:
                 recorder = SweepRecorder(tracking_uri=options.tracking_uri, experiment=options.experiment,
                                          sweep_id=sweep_id, warn=_warn, patience_s=options.tracking_timeout_s)
-                version_now, record = code_version(), protocol(options)
+                version_now, record = code_version(), protocol(options) | (warm.protocol() if warm else {})
                 parents = {
                     dataset: recorder.parent_run(dataset=dataset, model=options.model, regimes=options.regimes,
                                                  code_version=version_now, protocol=record)
@@ -318,7 +328,7 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
                 restored_trials=0 if start_over else restored,
             )
             try:
-                tuner = build_tuner(options, sweep_dir, monitor, resume=seal is not None)
+                tuner = build_tuner(options, sweep_dir, monitor, resume=seal is not None, warm=warm)
             except Exception as error:
                 raise SweepError(f"cannot resume sweep {sweep_id}: Ray Tune cannot restore its saved "
                                  f"state ({one_line(error)}). Start it again from scratch under the same "

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import ray
+import torch
 from ray import tune
 
 from trainables.checkpoint import load_checkpoint, save_checkpoint
@@ -34,6 +35,25 @@ def rate_trace_columns(report: EpochReport) -> dict[str, Any]:
     }
 
 
+def check_gpus_usable(device: str) -> None:
+    """A trial that Ray gave a GPU must find one: fail rather than train on the CPU unseen.
+
+    `device=auto` falls back to the CPU when torch sees no CUDA device (no
+    driver, a driver too old for torch's CUDA build, a CPU-only torch): on a
+    cluster that would bill GPU hours for CPU trials. `device=cpu` is the
+    explicit opt-in to train on the CPU anyway; the run's MLflow tags then say
+    `device=cpu` beside the GPU it held.
+    """
+    gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
+    if gpu_ids and device == "auto" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"this trial was given GPU {', '.join(map(str, gpu_ids))} on node "
+            f"{ray.util.get_node_ip_address()} but torch {torch.__version__} (CUDA build "
+            f"{torch.version.cuda}) finds no CUDA device: check the NVIDIA driver there "
+            "(`nvidia-smi`), or set device=cpu (--set device=cpu) to train on the CPU on purpose"
+        )
+
+
 class RegimeTrainable(tune.Trainable):
     """Trains the run described by its flat config dict; reports once per epoch.
 
@@ -47,6 +67,7 @@ class RegimeTrainable(tune.Trainable):
 
     def _build(self, config: dict[str, Any]) -> None:
         run_config, self.plan = TrialPlan.split(config)
+        check_gpus_usable(str(run_config.get("device", "auto")))
         self.trainer = Trainer(RunConfig.from_dict(run_config))
         self.train_seconds = 0.0
         self.final: dict[str, Any] | None = None  # the result that ended the run
