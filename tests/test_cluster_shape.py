@@ -19,7 +19,8 @@ import yaml
 
 from search.checks import placement_problem
 from search.cluster_shape import NodeShape, monitor_config_on_this_node, node_types_from_config
-from search.progress import summary_table
+from search.mlflow_view import ui_base
+from search.next_steps import ui_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,11 +96,11 @@ def test_the_monitor_of_this_clusters_gcs_is_found_by_its_port(tmp_path):
         monitor.wait()
 
 
-@pytest.mark.parametrize(("uri", "hint"), [
-    ("http://127.0.0.1:5000", "open http://127.0.0.1:5000 in a browser"),
-    ("sqlite:///mlflow.db", "mlflow ui --backend-store-uri sqlite:///mlflow.db"),
-])
-def test_the_closing_hint_fits_the_tracking_uri(uri, hint):
-    text = summary_table([], uri, "lerac-sweep")
-    assert f"Review in MLflow:  {hint}" in text
-    assert "mlflow ui --backend-store-uri http" not in text  # `mlflow ui` cannot open a server
+def test_the_closing_hint_fits_the_tracking_uri():
+    """A server already serves its UI (`mlflow ui` cannot open a server): open its URL; a local
+    store is opened with `mlflow ui`."""
+    assert ui_command("http://127.0.0.1:5000") is None
+    assert ui_base("http://127.0.0.1:5000/") == "http://127.0.0.1:5000"
+    command = ui_command("sqlite:///mlflow.db")
+    assert command is not None and " ui --backend-store-uri sqlite:///" in command
+    assert ui_base("sqlite:///mlflow.db").startswith("http://127.0.0.1:")
