@@ -47,7 +47,7 @@ def cmd_sweeps(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from analysis.leaderboard import format_table, leaderboard
+    from analysis.leaderboard import LOST, format_table, leaderboard
     from analysis.winners import dataset_verdict
 
     sweep = _sweep(args)
@@ -58,12 +58,20 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     print("search: each regime's own trials; best = best final validation accuracy (test only reported)")
     print("confirmation: each regime's best config retrained on fresh seeds; gap = leader - this regime")
     print(format_table(board))
+    if board[LOST].any():
+        print(f"lost: {board[LOST].sum()} runs of trials the sweep's saved state never recorded (another trial "
+              "ran in each one's place); counted in no other column")
     print()
     for dataset in sweep.datasets:
         verdict = dataset_verdict(sweep, dataset)
         print(f"{dataset}: {verdict.title()}")
         if verdict.headline():
             print(f"  {verdict.headline()}")
+        if verdict.chance_text():
+            print(f"  {verdict.chance_text()}")
+        if not verdict.trustworthy:
+            print("  nothing here is a result: no regime is marked winner, and `export` writes the leading "
+                  "config only with --allow-untrustworthy")
     print(f"written: {path}")
     return 0
 
@@ -73,7 +81,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from search.next_steps import replay_command
 
     sweep = _sweep(args)
-    for exported in export_all(sweep, _out(args, sweep, "exports")):
+    for exported in export_all(sweep, _out(args, sweep, "exports"), allow_untrustworthy=args.allow_untrustworthy):
         print(exported.summary())
         for path in exported.paths:
             print(f"  written: {path}")
@@ -83,6 +91,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_confirm(args: argparse.Namespace) -> int:
     from analysis.confirm import choose_arms, confirm, describe, fresh_seeds, log_confirmation
+    from analysis.winners import dataset_verdict
 
     if args.seeds < 2:
         raise AnalysisError("--seeds must be at least 2: a paired test across seeds needs two")
@@ -99,6 +108,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         seeds = (list(range(args.first_seed, args.first_seed + args.seeds)) if args.first_seed is not None
                  else fresh_seeds(sweep, dataset, args.seeds))
         print(f"{dataset}: retraining on seeds {seeds} (baseline: {args.baseline})", flush=True)
+        recorded = dataset_verdict(sweep, dataset)
+        if not recorded.trustworthy:
+            print(f"  the sweep's verdict: {recorded.title()}: {recorded.headline()}", flush=True)
         result = confirm(arms[dataset], dataset=dataset, seeds=seeds, mode=args.baseline,
                          on_run=lambda label, run: print(f"  {label} seed {run.seed}: test "
                                                          f"{100 * run.test_acc:.2f}%", flush=True))
@@ -166,8 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         "per dataset and regime: the search (trials, end states, trial-epochs, best and mean validation, "
         "test of the best) and the confirmation on fresh seeds (mean test with 95% CI, gap to the leader, "
         "Holm p), the verdict marked (table and CSV)")
-    add("export", cmd_export, "each dataset's leading config (best_config.yaml) and every regime's "
-        "confirmed config, replayable, with the verdict")
+    export = add("export", cmd_export, "each dataset's leading config (best_config.yaml) and every regime's "
+                 "confirmed config, replayable, with the verdict; a dataset whose leader is near chance (no "
+                 "trustworthy winner) is skipped unless --allow-untrustworthy")
+    export.add_argument("--allow-untrustworthy", action="store_true",
+                        help="also export datasets with no trustworthy winner (leader near chance); their files "
+                             "carry a warning and verdict.trustworthy: false")
     confirm = add("confirm", cmd_confirm,
                   "retrain configs on fresh seeds by hand and decide as the sweep does: 95% CIs, paired "
                   "t-tests with Holm's correction, McNemar per seed pair")

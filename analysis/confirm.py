@@ -16,7 +16,9 @@ seeds, a second opinion), or puts the leading config against one baseline:
 
 The statistics are `analysis.verdict.decide`'s: each arm's mean test accuracy
 with a 95% t-interval, paired gaps to the leader with intervals, paired
-t-tests corrected with Holm's method, and McNemar's exact test per seed pair.
+t-tests corrected with Holm's method, and McNemar's exact test per seed pair;
+and, as in the sweep, a leader at or near chance is no trustworthy winner
+(`analysis.verdict.distrust`, from the number of classes training saw).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 
 from analysis.errors import AnalysisError
 from analysis.records import PARAM, Sweep, log_files
-from analysis.verdict import SeedResult, Verdict, decide
+from analysis.verdict import SeedResult, Verdict, decide, distrust, near_chance_reason, trust_floor
 from analysis.winners import PENDING, Pick, confirmed_configs, dataset_verdict
 from search import schema
 from trainables.config import RunConfig
@@ -63,14 +65,25 @@ class Confirmation:
     seeds: tuple[int, ...]
     arms: tuple[Arm, ...]
     verdict: Verdict
+    num_classes: int | None = None  # as training saw it: chance = 1 / num_classes
+
+    def headline(self) -> str:
+        """The verdict's sentence; for a leader near chance, with the chance figures."""
+        if self.verdict.outcome == schema.NO_TRUSTWORTHY_WINNER and self.num_classes:
+            return near_chance_reason(self.verdict, self.num_classes)
+        return self.verdict.headline()
 
     def to_dict(self) -> dict[str, Any]:
+        chance = 1.0 / self.num_classes if self.num_classes else None
         return {
             "dataset": self.dataset,
             "mode": self.mode,
             "seeds": list(self.seeds),
             "arms": [{"label": arm.label, "source": arm.source, "config": arm.config} for arm in self.arms],
-            "verdict": self.verdict.to_dict(),
+            "verdict": {**self.verdict.to_dict(), "headline": self.headline()},
+            "num_classes": self.num_classes,
+            schema.CHANCE_ACC: chance,
+            schema.TRUST_FLOOR_ACC: trust_floor(chance) if chance is not None else None,
         }
 
 
@@ -135,19 +148,21 @@ def _tuned_baseline(picks: dict[str, Pick], leader: str, detail: dict[str, Any])
     return picks[max(others, key=lambda regime: means.get(regime, -math.inf))]
 
 
-def run_seed(config: dict[str, Any], seed: int) -> SeedResult:
-    """Train `config` with `seed` for its whole budget (or until it diverges)."""
+def run_seed(config: dict[str, Any], seed: int) -> tuple[SeedResult, int]:
+    """Train `config` with `seed` for its whole budget (or until it diverges); the result and the
+    dataset's number of classes (the trust floor's chance level)."""
     trainer = Trainer(RunConfig.from_dict({**config, "seed": seed}))
     while not trainer.finished and not trainer.train_epoch().diverged:
         pass
     test = trainer.data.test
     correct = (trainer.predict(test) == test.y.cpu()).numpy()
-    return SeedResult(seed=seed, val_acc=trainer.evaluate(trainer.data.val), test_acc=float(correct.mean()),
-                      correct=correct)
+    return (SeedResult(seed=seed, val_acc=trainer.evaluate(trainer.data.val), test_acc=float(correct.mean()),
+                       correct=correct), trainer.data.num_classes)
 
 
 def fresh_seeds(sweep: Sweep, dataset: str, count: int) -> list[int]:
-    """`count` seeds above every seed the dataset's runs used (search and confirmation)."""
+    """`count` seeds above every seed the dataset's runs used (search and confirmation, lost runs
+    included: their seeds were used too)."""
     runs = sweep.runs[sweep.runs[schema.DATASET] == dataset]
     used = runs[PARAM + "seed"].dropna().astype(int) if PARAM + "seed" in runs else []
     first = int(max(used)) + 1 if len(used) else 0
@@ -158,14 +173,17 @@ def confirm(arms: Sequence[Arm], *, dataset: str, seeds: Sequence[int], mode: st
             on_run: Callable[[str, SeedResult], None] | None = None) -> Confirmation:
     """Retrain every arm on every seed (seed by seed, so arms finish together) and decide."""
     results: dict[str, list[SeedResult]] = {arm.label: [] for arm in arms}
+    classes = set()
     for seed in seeds:
         for arm in arms:
-            result = run_seed(arm.config, seed)
+            result, num_classes = run_seed(arm.config, seed)
             results[arm.label].append(result)
+            classes.add(num_classes)
             if on_run is not None:
                 on_run(arm.label, result)
+    num_classes = max(classes) if classes else None
     return Confirmation(dataset=dataset, mode=mode, seeds=tuple(seeds), arms=tuple(arms),
-                        verdict=decide(dataset, results))
+                        verdict=distrust(decide(dataset, results), num_classes), num_classes=num_classes)
 
 
 def _interval(low: float, high: float) -> str:
@@ -190,10 +208,14 @@ def describe(result: Confirmation) -> str:
         for seed, table in zip(comparison.seeds, comparison.mcnemar, strict=False):
             lines.append(f"    seed {seed}: McNemar only {verdict.leader} right {table.only_a}, only "
                          f"{comparison.regime} right {table.only_b}, exact p = {table.pvalue:.3g}")
-    outcome = {schema.WINNER: f"WINNER {verdict.winner}", schema.TIE: "TIE",
-               schema.NO_RESULT: "NO RESULT"}[verdict.outcome]
-    lines.append(f"  verdict: {outcome}: {verdict.headline()}")
+    outcome = OUTCOME_WORDS.get(verdict.outcome, verdict.outcome.upper()).format(winner=verdict.winner)
+    lines.append(f"  verdict: {outcome}: {result.headline()}")
     return "\n".join(lines)
+
+
+# Every outcome (schema.VERDICTS) as `describe` prints it.
+OUTCOME_WORDS = {schema.WINNER: "WINNER {winner}", schema.TIE: "TIE", schema.NO_RESULT: "NO RESULT",
+                 schema.NO_TRUSTWORTHY_WINNER: "NO TRUSTWORTHY WINNER (the leader is near chance: not a result)"}
 
 
 def log_confirmation(sweep: Sweep, result: Confirmation) -> None:

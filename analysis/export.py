@@ -15,12 +15,19 @@ under the working directory becomes relative to it (a replay from the same
 project folder finds the same data, wherever the project is cloned); any other
 folder becomes the default `data`, and the recorded folder is kept in the
 metadata (`recorded_data_dir`), so nothing is lost.
+
+A dataset whose verdict is `no_trustworthy_winner` (its leader is at or near
+chance) is refused: its leading config is no result, and a file named
+`best_config.yaml` beside the real ones would be read as one. With
+`allow_untrustworthy` its files are written anyway, each with a `warning` as its
+first line and `verdict.trustworthy: false`, and the printed summary says so.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +46,13 @@ from trainables.config import TrainSettings
 from trainables.config_file import write_config_file
 
 RECORDED_DATA_DIR = "recorded_data_dir"
+WARNING = "warning"  # metadata: why the file must not be read as a result (first in the file)
+ALLOW_FLAG = "--allow-untrustworthy"
 DEFAULT_DATA_DIR = TrainSettings.__dataclass_fields__["data_dir"].default
+
+
+class Untrustworthy(AnalysisError):
+    """A dataset's leading config is near chance: not exported unless asked for."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,13 +69,35 @@ class Exported:
         return self.paths[0]
 
     def summary(self) -> str:
-        """One plain sentence: is the exported config a winner's or only the leader's?"""
-        verdict, regime = self.verdict, self.leading.regime
-        if verdict.status == schema.WINNER:
-            return (f"{self.dataset}: {regime} wins (significantly better than every other regime); "
-                    f"{schema.BEST_CONFIG} is the winner's config")
-        return (f"{self.dataset}: the verdict is a TIE ({verdict.tie_text()}): "
-                f"{schema.BEST_CONFIG} is the config of the leader, {regime}, NOT a winner")
+        """One plain sentence: is the exported config a winner's, only the leader's, or no result?"""
+        return SUMMARIES.get(self.verdict.status, _not_a_winner)(self)
+
+
+def _not_a_winner(exported: Exported) -> str:
+    return (f"{exported.dataset}: the verdict is {exported.verdict.title()}: {schema.BEST_CONFIG} is the "
+            f"config of the leader, {exported.leading.regime}, NOT a winner")
+
+
+def _near_chance(exported: Exported) -> str:
+    return (f"WARNING: {exported.dataset}: {exported.verdict.headline()}. {schema.BEST_CONFIG} is the config "
+            f"of the leader, {exported.leading.regime}, NOT A RESULT: do not report it or use it as a winner's "
+            f"(written because of {ALLOW_FLAG}; its metadata says trustworthy: false)")
+
+
+# Each outcome that has a leading config (every one of schema.VERDICTS but no_result, which has none).
+SUMMARIES: dict[str, Callable[[Exported], str]] = {
+    schema.WINNER: lambda e: (f"{e.dataset}: {e.leading.regime} wins (significantly better than every other "
+                              f"regime); {schema.BEST_CONFIG} is the winner's config"),
+    schema.TIE: lambda e: (f"{e.dataset}: the verdict is a TIE ({e.verdict.tie_text()}): {schema.BEST_CONFIG} "
+                           f"is the config of the leader, {e.leading.regime}, NOT a winner"),
+    schema.NO_TRUSTWORTHY_WINNER: _near_chance,
+}
+
+
+def untrustworthy_warning(verdict: DatasetVerdict) -> str:
+    """The `warning` an untrustworthy dataset's exported files carry first."""
+    return (f"NOT A RESULT: {verdict.headline()}. Exported with {ALLOW_FLAG}; do not report this config "
+            f"or use it as a winner's.")
 
 
 def portable_data_dir(config: dict[str, Any], cwd: Path) -> tuple[dict[str, Any], str | None]:
@@ -77,37 +112,54 @@ def portable_data_dir(config: dict[str, Any], cwd: Path) -> tuple[dict[str, Any]
         return {**config, "data_dir": DEFAULT_DATA_DIR}, str(recorded)
 
 
-def _write(path: Path, pick: Pick, provenance: dict[str, Any]) -> list[Path]:
-    """The config as YAML (the form trainables.train reads) and its JSON twin."""
+def _write(path: Path, pick: Pick, provenance: dict[str, Any], verdict: DatasetVerdict) -> list[Path]:
+    """The config as YAML (the form trainables.train reads) and its JSON twin; an untrustworthy
+    dataset's with the warning first and its verdict marked untrustworthy, whatever the sweep wrote."""
     config, recorded = portable_data_dir(pick.config, Path.cwd().resolve())
     metadata = {**(pick.metadata or {}), **provenance, **({RECORDED_DATA_DIR: recorded} if recorded else {})}
+    if not verdict.trustworthy:
+        recorded_verdict = metadata.get("verdict") if isinstance(metadata.get("verdict"), dict) else {}
+        metadata = {WARNING: untrustworthy_warning(verdict), **metadata,
+                    "verdict": {**recorded_verdict, "outcome": verdict.status, "winner": None,
+                                "trustworthy": False}}
     yaml_path = write_config_file(path, config, metadata)
     json_path = path.with_suffix(".json")
     json_path.write_text(json.dumps({**metadata, "config": config}, indent=2, default=str) + "\n")
     return [yaml_path.resolve(), json_path.resolve()]
 
 
-def export_dataset(sweep: Sweep, dataset: str, out: Path) -> Exported:
-    """Write the dataset's leading config and each regime's confirmed config under `out/<dataset>`."""
+def export_dataset(sweep: Sweep, dataset: str, out: Path, *, allow_untrustworthy: bool = False) -> Exported:
+    """Write the dataset's leading config and each regime's confirmed config under `out/<dataset>`;
+    Untrustworthy when the leader is near chance and `allow_untrustworthy` is not given."""
     verdict = dataset_verdict(sweep, dataset)
     leading = leading_config(sweep, dataset)  # AnalysisError when there is none (pending, no result)
+    if not verdict.trustworthy and not allow_untrustworthy:
+        raise Untrustworthy(f"dataset {dataset!r} of sweep {sweep.sweep_id!r} NOT EXPORTED: {verdict.headline()}; "
+                            f"its leading config is not a result ({ALLOW_FLAG} writes it anyway, marked "
+                            f"untrustworthy)")
     provenance = {"sweep_id": sweep.sweep_id, "parent_run_id": sweep.parent(dataset)["run_id"]}
     folder = out / dataset
-    paths = _write(folder / schema.BEST_CONFIG, leading, provenance)
+    paths = _write(folder / schema.BEST_CONFIG, leading, provenance, verdict)
     for regime, pick in confirmed_configs(sweep, dataset).items():
         if pick.metadata is not None:  # only what the sweep confirmed, never a stand-in
-            paths += _write(folder / regime_config_path(regime), pick, provenance)
+            paths += _write(folder / regime_config_path(regime), pick, provenance, verdict)
     return Exported(dataset=dataset, verdict=verdict, leading=leading, paths=paths)
 
 
-def export_all(sweep: Sweep, out: Path) -> list[Exported]:
-    """Export every dataset that has a leading config; a dataset without one is named on stderr."""
-    exported = []
+def export_all(sweep: Sweep, out: Path, *, allow_untrustworthy: bool = False) -> list[Exported]:
+    """Export every dataset that has a (trustworthy, unless allowed) leading config; a dataset
+    without one is named on stderr."""
+    exported, refused = [], False
     for dataset in sweep.datasets:
         try:
-            exported.append(export_dataset(sweep, dataset, out))
+            exported.append(export_dataset(sweep, dataset, out, allow_untrustworthy=allow_untrustworthy))
+        except Untrustworthy as error:
+            refused = True
+            print(f"skipped: {error}", file=sys.stderr)
         except AnalysisError as error:
             print(f"skipped: {error}", file=sys.stderr)
     if not exported:
-        raise AnalysisError(f"sweep {sweep.sweep_id!r} has no leading config to export")
+        hint = (f" that is a result (near-chance leaders are written only with {ALLOW_FLAG})" if refused
+                else "")
+        raise AnalysisError(f"sweep {sweep.sweep_id!r} has no leading config to export{hint}")
     return exported

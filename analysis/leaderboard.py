@@ -8,7 +8,11 @@ confirmed config retrained on fresh seeds, its mean test accuracy with a 95%
 t-interval, its gap to the leader (leader minus this regime, in points, with
 interval) and the Holm-corrected p-value of that gap. `verdict` marks the winner only when the
 sweep's verdict names one; otherwise the leader and every regime within noise
-of it are marked `tie`.
+of it are marked `tie`, and when the leader is near chance (`no_trustworthy_winner`)
+every regime is marked `near chance`. `lost` counts the regime's runs the sweep's
+saved state never recorded (another trial ran in each one's place): they are in
+no other column. `chance_acc` and `trust_floor_acc` are the dataset's bar for a
+winner, when the sweep recorded it.
 """
 
 from __future__ import annotations
@@ -19,22 +23,26 @@ from typing import Any
 import pandas as pd
 
 from analysis.records import EPOCHS, Sweep
-from analysis.winners import DatasetVerdict, completed, dataset_verdict, ranked
+from analysis.winners import NEAR_CHANCE, DatasetVerdict, completed, dataset_verdict, ranked
 from search import schema
 
+# How a counted search trial can end: every end state but `lost`.
+COUNTED_STATES = tuple(state for state in schema.END_STATES if state != schema.LOST)
 SEARCH_COLUMNS = (
-    "trials", schema.COMPLETED, schema.STOPPED_EARLY, schema.DIVERGED, schema.ERRORED, "trial_epochs",
+    "trials", *COUNTED_STATES, "trial_epochs",
     "best_val_acc", "mean_val_acc", "test_of_best",
 )
 CONFIRM_COLUMNS = (
     "seeds", "confirm_test_acc", "confirm_ci_low", "confirm_ci_high",
     "gap_points", "gap_ci_low", "gap_ci_high", "p_holm",
 )
-COLUMNS = ("dataset", "regime", *SEARCH_COLUMNS, *CONFIRM_COLUMNS, "verdict")
+LOST = "lost"  # column: the regime's lost runs, search and confirmation
+COLUMNS = ("dataset", "regime", *SEARCH_COLUMNS, *CONFIRM_COLUMNS, "verdict", LOST,
+           schema.CHANCE_ACC, schema.TRUST_FLOOR_ACC)
 # Fractions in [0, 1], shown in percent; gaps are already in points.
 ACCURACIES = ("best_val_acc", "mean_val_acc", "test_of_best", "confirm_test_acc", "confirm_ci_low",
-              "confirm_ci_high")
-MARKS = {schema.WINNER: "* winner", schema.TIE: "= tie"}
+              "confirm_ci_high", schema.CHANCE_ACC, schema.TRUST_FLOOR_ACC)
+MARKS = {schema.WINNER: "* winner", schema.TIE: "= tie", NEAR_CHANCE: "! near chance"}
 
 
 def _number(value: Any) -> float:
@@ -47,7 +55,7 @@ def _search_columns(trials: pd.DataFrame) -> dict[str, Any]:
     best = ranked(trials)
     return {
         "trials": len(trials),
-        **{state: int((trials[schema.END_STATE] == state).sum()) for state in schema.END_STATES},
+        **{state: int((trials[schema.END_STATE] == state).sum()) for state in COUNTED_STATES},
         "trial_epochs": int(trials[EPOCHS].sum()),
         "best_val_acc": float(best[schema.VAL_ACC].iloc[0]) if len(best) else math.nan,
         "mean_val_acc": float(done[schema.VAL_ACC].mean()) if len(done) else math.nan,
@@ -78,6 +86,7 @@ def leaderboard(sweep: Sweep) -> pd.DataFrame:
     rows = []
     for dataset in sweep.datasets:
         trials = sweep.trials_of(dataset)
+        lost = sweep.lost_of(dataset)[schema.REGIME].value_counts()
         verdict = dataset_verdict(sweep, dataset)
         offered = list(sweep.parent(dataset)[schema.REGIMES])
         regimes = dict.fromkeys([*offered, *sorted(trials[schema.REGIME].dropna().unique())])
@@ -87,6 +96,9 @@ def leaderboard(sweep: Sweep) -> pd.DataFrame:
                 **_search_columns(trials[trials[schema.REGIME] == regime]),
                 **_confirm_columns(verdict, regime),
                 "verdict": verdict.mark(regime),
+                LOST: int(lost.get(regime, 0)),
+                schema.CHANCE_ACC: _number(verdict.chance_acc),
+                schema.TRUST_FLOOR_ACC: _number(verdict.trust_floor_acc),
             })
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
@@ -104,8 +116,9 @@ def _interval(mean: float, low: float, high: float, *, signed: bool = False) -> 
 
 
 def display(board: pd.DataFrame) -> pd.DataFrame:
-    """The leaderboard for people: percentages, intervals in one cell, the verdict spelled out."""
-    return pd.DataFrame({
+    """The leaderboard for people: percentages, intervals in one cell, the verdict spelled out
+    (the `lost` column only when a run was lost; the chance figures go under the table)."""
+    shown = pd.DataFrame({
         "dataset": board["dataset"],
         "regime": board["regime"],
         "trials": board["trials"],
@@ -125,6 +138,9 @@ def display(board: pd.DataFrame) -> pd.DataFrame:
         "Holm p": board["p_holm"].map(lambda p: "-" if math.isnan(p) else f"{p:.3g}"),
         "verdict": board["verdict"].map(lambda mark: MARKS.get(mark, mark)),
     })
+    if board[LOST].any():
+        shown.insert(4, "lost (not counted)", board[LOST])
+    return shown
 
 
 def format_table(board: pd.DataFrame) -> str:

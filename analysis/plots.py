@@ -114,9 +114,11 @@ def _label_shared_starts(ax: Any, curves: dict[str, list[float]]) -> None:
                         fontsize=8, color="0.25")
 
 
-def learning_curves_figure(history: pd.DataFrame, trials: pd.DataFrame, leading_id: str | None) -> Figure:
+def learning_curves_figure(history: pd.DataFrame, trials: pd.DataFrame, leading_id: str | None, *,
+                           lost: int = 0) -> Figure:
     """Validation accuracy per epoch of every search trial, coloured by regime; the leading
-    config's trial bold. Confirmation runs are drawn apart (`confirmation_curves_figure`)."""
+    config's trial bold. Confirmation runs are drawn apart (`confirmation_curves_figure`);
+    `lost` runs are not drawn, only counted in the title."""
     figure = Figure(figsize=(8, 4.8), layout="constrained", dpi=DPI)
     ax = figure.add_subplot()
     for _, trial in trials.iterrows():
@@ -139,7 +141,8 @@ def learning_curves_figure(history: pd.DataFrame, trials: pd.DataFrame, leading_
     ax.grid(True, alpha=0.3)
     ax.xaxis.get_major_locator().set_params(integer=True)
     dataset = trials[schema.DATASET].iloc[0] if len(trials) else ""
-    ax.set_title(f"{dataset}: learning curves of {len(trials)} search trials", fontsize=10)
+    left_out = f" ({lost} lost run{'s' if lost != 1 else ''} left out)" if lost else ""
+    ax.set_title(f"{dataset}: learning curves of {len(trials)} search trials{left_out}", fontsize=10)
     return figure
 
 
@@ -337,7 +340,7 @@ def dataset_plots(sweep: Sweep, dataset: str, out: Path) -> list[Path]:
     """All pictures of one dataset, written to `out` as `<dataset>-<kind>.png`.
 
     Learning curves, importances and parallel coordinates read search trials
-    only; the confirmation runs get their own learning-curve picture.
+    only (never `lost` runs); the confirmation runs get their own learning-curve picture.
     """
     trials = sweep.trials_of(dataset)
     verdict = dataset_verdict(sweep, dataset)
@@ -351,7 +354,9 @@ def dataset_plots(sweep: Sweep, dataset: str, out: Path) -> list[Path]:
         written.append(save(rate_curves_figure(lerac.config), out / f"{dataset}-rates-{Lerac.name}.png"))
     leading_id = verdict.leading_run_id or (leading.run_id if leading else None)
     history = histories(sweep.client, trials["run_id"], schema.VAL_ACC)
-    written.append(save(learning_curves_figure(history, trials, leading_id), out / f"{dataset}-learning-curves.png"))
+    lost = len(sweep.lost_of(dataset, schema.SEARCH))
+    written.append(save(learning_curves_figure(history, trials, leading_id, lost=lost),
+                        out / f"{dataset}-learning-curves.png"))
     confirmations = sweep.confirmations_of(dataset)
     if len(confirmations):
         history = histories(sweep.client, confirmations["run_id"], schema.VAL_ACC)

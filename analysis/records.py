@@ -5,8 +5,12 @@ sweep id), so all of them see the same numbers. The record schema, every tag,
 stage, end state and file name, is `search.schema`; nothing here spells one
 out. Child runs are of two stages: search trials (ranked on validation
 accuracy within their regime) and confirmation runs (a regime's best search
-config retrained on a fresh seed, the verdict's evidence). Per-epoch histories
-and artifacts are fetched only when a command needs them.
+config retrained on a fresh seed, the verdict's evidence). Runs ended `lost`
+(trials the sweep's saved state never recorded; another trial ran in each one's
+place) are part of neither: `trials_of` and `confirmations_of` leave them out,
+so budgets, leaderboards and pictures count what the search and the verdict
+used, and `lost_of` lists them for readers that say how many there were.
+Per-epoch histories and artifacts are fetched only when a command needs them.
 """
 
 from __future__ import annotations
@@ -61,19 +65,28 @@ class Sweep:
     def parent(self, dataset: str) -> pd.Series:
         return self.parents.loc[dataset]
 
-    def _finished(self, dataset: str, stage: str) -> pd.DataFrame:
+    def _ended(self, dataset: str, stage: str | None, *, lost: bool) -> pd.DataFrame:
+        """The dataset's runs (of `stage`, or both) that ended: the lost ones or all the others."""
         runs = self.runs
-        rows = runs[(runs[schema.DATASET] == dataset) & (runs[schema.STAGE] == stage)
-                    & (runs[schema.END_STATE] != schema.UNFINISHED)]
+        rows = runs[(runs[schema.DATASET] == dataset) & (runs[schema.END_STATE] != schema.UNFINISHED)
+                    & ((runs[schema.END_STATE] == schema.LOST) == lost)]
+        if stage is not None:
+            rows = rows[rows[schema.STAGE] == stage]
         return rows.reset_index(drop=True)
 
     def trials_of(self, dataset: str) -> pd.DataFrame:
-        """The dataset's finished search trials: what each regime's search tried."""
-        return self._finished(dataset, schema.SEARCH)
+        """The dataset's finished search trials, `lost` ones left out: what each regime's search tried."""
+        return self._ended(dataset, schema.SEARCH, lost=False)
 
     def confirmations_of(self, dataset: str) -> pd.DataFrame:
-        """The dataset's finished confirmation runs, with their `seed`, `rank` and `source_run_id`."""
-        return self._finished(dataset, schema.CONFIRM).astype({schema.SEED: "Int64", schema.RANK: "Int64"})
+        """The dataset's finished confirmation runs, `lost` ones left out, with their `seed`, `rank`
+        and `source_run_id`."""
+        return self._ended(dataset, schema.CONFIRM, lost=False).astype({schema.SEED: "Int64",
+                                                                        schema.RANK: "Int64"})
+
+    def lost_of(self, dataset: str, stage: str | None = None) -> pd.DataFrame:
+        """The dataset's `lost` runs (of `stage`, or both): counted nowhere, only reported."""
+        return self._ended(dataset, stage, lost=True)
 
     # -- the parent's files --------------------------------------------------------------
     def artifact_text(self, dataset: str, path: str) -> str | None:
@@ -237,6 +250,7 @@ def _parent_row(run: Run) -> dict[str, Any]:
         schema.LEADING_REGIME: tags.get(schema.LEADING_REGIME),
         schema.LEADING_RUN_ID: tags.get(schema.LEADING_RUN_ID),
         schema.TIED_REGIMES: _listed(tags.get(schema.TIED_REGIMES)),
+        schema.VERDICT_REASON: tags.get(schema.VERDICT_REASON),
         "description": tags.get(schema.RUN_NOTE, ""),
         "metrics": dict(run.data.metrics),
     }
@@ -291,8 +305,11 @@ def load_sweep(tracking_uri: str, experiment: str, sweep_id: str | None = None) 
         raise AnalysisError(f"cannot read MLflow at {tracking_uri}: {error.message}") from None
     runs = pd.DataFrame([_run_row(run) for run in children])
     runs = runs.reindex(columns=[*RUN_COLUMNS, *sorted(set(runs.columns) - set(RUN_COLUMNS))])
-    if not (runs[schema.END_STATE] != schema.UNFINISHED).any():
-        raise AnalysisError(f"sweep {sweep_id!r} has no finished trials yet ({len(children)} started)")
+    ended = runs[schema.END_STATE] != schema.UNFINISHED
+    if not (ended & (runs[schema.END_STATE] != schema.LOST)).any():
+        lost = int((runs[schema.END_STATE] == schema.LOST).sum())
+        raise AnalysisError(f"sweep {sweep_id!r} has no finished trials yet ({len(children)} started"
+                            + (f", {lost} of them lost)" if lost else ")"))
     parent_frame = pd.DataFrame([_parent_row(run) for run in parents]).drop_duplicates(schema.DATASET)
     return Sweep(
         client=client,

@@ -25,7 +25,13 @@ from analysis.confirm import BASELINES, confirm_file
 from analysis.leaderboard import display, leaderboard
 from analysis.plots import interactive_parallel, write_plots
 from analysis.records import ANALYSIS_FOLDER, Sweep, log_files
-from analysis.winners import PENDING, DatasetVerdict, confirmed_configs, dataset_verdict
+from analysis.winners import (
+    NEAR_CHANCE,
+    PENDING,
+    DatasetVerdict,
+    confirmed_configs,
+    dataset_verdict,
+)
 from search import schema
 
 STYLE = """
@@ -34,12 +40,17 @@ table { border-collapse: collapse; margin: 0.5em 0 1.2em; font-size: 0.88em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f2f2f2; } td.text { text-align: left; }
 tr.winner { background: #fff4c2; font-weight: 600; } tr.tie { background: #eef4ff; }
+tr.near-chance { background: #fdecec; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 .verdict { padding: 0.6em 1em; border-left: 5px solid #888; background: #f7f7f7; }
 .verdict.winner { border-color: #2a7; } .verdict.tie { border-color: #37c; }
-.verdict.no_result, .verdict.pending { border-color: #c33; }
+.verdict.no_result, .verdict.pending, .verdict.no_trustworthy_winner { border-color: #c33; }
+.alarm { padding: 0.6em 1em; border: 2px solid #c33; background: #fdecec; font-weight: 600; }
 .note { color: #555; font-size: 0.9em; }
 """
+
+
+ROW_CLASSES = {schema.WINNER: "winner", schema.TIE: "tie", NEAR_CHANCE: "near-chance"}  # a row's mark -> style
 
 
 def _cell(value: Any) -> str:
@@ -112,7 +123,7 @@ def verdict_rows(verdict: DatasetVerdict, regimes: list[str]) -> tuple[list[dict
             "Holm p": _p(comparison["pvalue_holm"]) if comparison else "-",
             "verdict": mark,
         })
-        classes.append(mark if mark in (schema.WINNER, schema.TIE) else "")
+        classes.append(ROW_CLASSES.get(mark, ""))
     return rows, classes
 
 
@@ -141,22 +152,31 @@ def mcnemar_html(verdict: DatasetVerdict) -> str:
     return "".join(parts)
 
 
+# What each outcome (schema.VERDICTS, and PENDING) means, under the dataset's headline.
+NOTES = {
+    schema.WINNER: "A winner: significantly better than every other regime (Holm-corrected p < alpha).",
+    schema.TIE: "No regime is significantly better than every other: the leader is not a winner.",
+    schema.NO_RESULT: "No regime completed a confirmation run.",
+    schema.NO_TRUSTWORTHY_WINNER: "No trustworthy winner: the leader's mean confirmed test accuracy is at or "
+                                  "near chance, so whatever the tests say, nothing here is a result and "
+                                  "the leader's config must not be used as a winner's.",
+    PENDING: "The sweep has not recorded a verdict for this dataset (still running or interrupted); "
+             "the numbers below are provisional and nobody is a winner.",
+}
+UNKNOWN_NOTE = "An outcome this version of the analysis does not know: nobody is marked winner."
+
+
 def verdict_html(sweep: Sweep, dataset: str, verdict: DatasetVerdict) -> str:
     regimes = list(sweep.parent(dataset)[schema.REGIMES]) or [arm["regime"] for arm in verdict.detail["arms"]]
     rows, classes = verdict_rows(verdict, regimes)
     source = (f"from the sweep's {schema.VERDICT_FILE}" if verdict.recorded
               else "recomputed from the confirmation runs recorded so far")
-    note = {
-        schema.WINNER: "A winner: significantly better than every other regime (Holm-corrected p < alpha).",
-        schema.TIE: "No regime is significantly better than every other: the leader is not a winner.",
-        schema.NO_RESULT: "No regime completed a confirmation run.",
-        PENDING: "The sweep has not recorded a verdict for this dataset (still running or interrupted); "
-                 "the numbers below are provisional and nobody is a winner.",
-    }[verdict.status]
-    status_class = verdict.status if verdict.status in (schema.WINNER, schema.TIE, PENDING) else "no_result"
+    note = NOTES.get(verdict.status, UNKNOWN_NOTE)
+    chance = f"<br>{html.escape(verdict.chance_text())}." if verdict.chance_text() else ""
+    status_class = verdict.status if verdict.status in NOTES else schema.NO_RESULT
     return (
         f"<h3>{html.escape(dataset)}: {html.escape(verdict.title())}</h3>"
-        f'<p class="verdict {status_class}">{html.escape(verdict.headline())}<br>{html.escape(note)}</p>'
+        f'<p class="verdict {status_class}">{html.escape(verdict.headline())}<br>{html.escape(note)}{chance}</p>'
         + table(rows, classes)
         + f'<p class="note">Numbers {source}. Gap = leader minus this regime on the same seeds; '
         f"p: two-sided paired t-test over seeds, Holm-corrected for the number of regimes.</p>"
@@ -211,7 +231,7 @@ def protocol_html(protocol: dict[str, Any] | None) -> str:
 # -- leaderboard, configs, hand confirmations ------------------------------------------------------
 def leaderboard_html(board: pd.DataFrame) -> str:
     shown = display(board)
-    classes = [mark if mark in (schema.WINNER, schema.TIE) else "" for mark in board["verdict"]]
+    classes = [ROW_CLASSES.get(mark, "") for mark in board["verdict"]]
     return table([row.to_dict() for _, row in shown.iterrows()], classes)
 
 
@@ -220,12 +240,19 @@ def image(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
+# What the leading config is, per outcome that has one.
+LEADING_ROLES = {
+    schema.WINNER: "the winner's",
+    schema.TIE: "not a winner",
+    schema.NO_TRUSTWORTHY_WINNER: "NOT a result: near chance",
+}
+
+
 def configs_html(sweep: Sweep, dataset: str, verdict: DatasetVerdict) -> str:
     """The leading config and every regime's confirmed config, folded."""
     parts = []
     for regime, pick in confirmed_configs(sweep, dataset).items():
-        role = ("the leading config, " + (f"the winner's ({schema.BEST_CONFIG})" if verdict.status == schema.WINNER
-                                          else f"not a winner ({schema.BEST_CONFIG})")
+        role = (f"the leading config, {LEADING_ROLES.get(verdict.status, 'not a winner')} ({schema.BEST_CONFIG})"
                 if regime == verdict.leader else "confirmed config")
         if pick.metadata is None:
             role = "its best search trial (the sweep has not recorded a confirmed config)"
@@ -274,6 +301,15 @@ def dataset_section(sweep: Sweep, dataset: str, verdict: DatasetVerdict, images:
     return "\n".join(parts)
 
 
+def alarms_html(verdicts: dict[str, DatasetVerdict]) -> str:
+    """Above everything else: each dataset whose leader is near chance, with the sweep's reason."""
+    return "".join(
+        f'<p class="alarm">{html.escape(dataset)}: {html.escape(verdict.headline())}. '
+        f"Nothing on this page is a result for {html.escape(dataset)}; its leading config is not a "
+        "winner's.</p>"
+        for dataset, verdict in verdicts.items() if not verdict.trustworthy)
+
+
 def render(sweep: Sweep, images: dict[str, list[Path]]) -> str:
     """The whole page as a string."""
     parents = sweep.parents
@@ -285,6 +321,7 @@ def render(sweep: Sweep, images: dict[str, list[Path]]) -> str:
         "code version": parents.loc[dataset, schema.CODE_VERSION],
         "search trials": len(sweep.trials_of(dataset)),
         "confirmation runs": len(sweep.confirmations_of(dataset)),
+        "lost runs (not counted)": len(sweep.lost_of(dataset)),
         "parent run": parents.loc[dataset, "run_id"],
     } for dataset in sweep.datasets])
     protocol = next((found for found in map(sweep.protocol, sweep.datasets) if found is not None), None)
@@ -294,15 +331,18 @@ def render(sweep: Sweep, images: dict[str, list[Path]]) -> str:
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body><h1>{title}</h1>"
+        f"{alarms_html(verdicts)}"
         f"<p>Generated {stamp}. Each regime searched with the same budget; its best config (on "
         f"validation accuracy, never test) was retrained on fresh seeds. A regime wins a dataset only "
         f"when it is significantly better than every other regime there; otherwise the verdict is a "
-        f"tie.</p>"
+        f"tie. A leader at or near chance is no result at all (no trustworthy winner).</p>"
         f"<h2>Verdicts</h2>{''.join(verdict_html(sweep, d, verdicts[d]) for d in sweep.datasets)}"
         f"<h2>The protocol</h2>{protocol_html(protocol)}{summary}"
         f"<h2>Leaderboard</h2><p>Search: each regime's own trials (end states done/stopped early/"
         f"diverged/errored; accuracies % over completed trials; the best chosen on validation). "
-        f"Confirmation: the regime's best config on fresh seeds.</p>{leaderboard_html(leaderboard(sweep))}"
+        f"Confirmation: the regime's best config on fresh seeds. Lost runs (trials the sweep's saved "
+        f"state never recorded; another ran in each one's place) are counted nowhere.</p>"
+        f"{leaderboard_html(leaderboard(sweep))}"
         + "".join(dataset_section(sweep, d, verdicts[d], images.get(d, [])) for d in sweep.datasets)
         + "</body></html>"
     )

@@ -7,6 +7,7 @@ experiment costs one query, not one per trial.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlflow.entities import Run
@@ -38,16 +39,23 @@ class SweepRow:
         return stamp.strftime("%Y-%m-%d %H:%M")
 
 
+# Every outcome a sweep records (schema.VERDICTS), from its parent run's tags.
+VERDICT_TEXTS: dict[str, Callable[[dict[str, str]], str]] = {
+    schema.WINNER: lambda tags: f"{tags.get(schema.WINNER_REGIME)} wins",
+    schema.TIE: lambda tags: f"tie ({tags.get(schema.TIED_REGIMES, '').replace(',', ', ')})",
+    schema.NO_RESULT: lambda tags: "no result",
+    schema.NO_TRUSTWORTHY_WINNER: lambda tags: (f"no trustworthy winner ({tags.get(schema.LEADING_REGIME)} "
+                                                "leads near chance)"),
+}
+
+
 def verdict_text(tags: dict[str, str]) -> str:
-    """`lerac wins`, `tie (conventional, lerac)`, `no result` or `pending` (not decided yet)."""
+    """`lerac wins`, `tie (conventional, lerac)`, `no result`, `no trustworthy winner (lerac leads
+    near chance)`, or `pending` (not decided yet); an outcome this version does not know as it is."""
     verdict = tags.get(schema.VERDICT)
-    if verdict == schema.WINNER:
-        return f"{tags.get(schema.WINNER_REGIME)} wins"
-    if verdict == schema.TIE:
-        return f"tie ({tags.get(schema.TIED_REGIMES, '').replace(',', ', ')})"
-    if verdict == schema.NO_RESULT:
-        return "no result"
-    return "pending"
+    if verdict is None:
+        return "pending"
+    return VERDICT_TEXTS[verdict](tags) if verdict in VERDICT_TEXTS else verdict
 
 
 def _state(runs: list[Run]) -> str:

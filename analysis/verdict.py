@@ -17,6 +17,9 @@ The procedure (docs/contracts.md):
    p < alpha) than every other regime; otherwise the verdict is "tie", naming
    the regimes within noise of the leader. Fewer than two paired seeds can
    never make a winner.
+5. A leader at or near chance is nobody's result: when its mean test accuracy
+   is below the trust floor (chance + `TRUST_MARGIN` of the way to 100%), the
+   outcome is `no_trustworthy_winner` whatever the tests say (`distrust`).
 Its error rates are measured by simulation in tests/test_verdict.py.
 """
 
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +38,11 @@ from search import schema
 
 ALPHA = 0.05
 LEVEL = 0.95
+# A leader needs a mean confirmed test accuracy of at least chance plus this share of the
+# way from chance to perfect: 19% with 10 classes, 10.9% with 100, 55% with 2. Below it
+# nothing was found worth exporting, whatever the paired tests say (a regime at chance can
+# still "beat" one that diverged).
+TRUST_MARGIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ class Comparison:
 class Verdict:
     dataset: str
     alpha: float
-    outcome: str  # schema.WINNER | schema.TIE | schema.NO_RESULT
+    outcome: str  # one of schema.VERDICTS
     leader: str | None
     winner: str | None
     tied: tuple[str, ...]  # the leader and every regime not significantly worse
@@ -112,6 +120,8 @@ class Verdict:
         leader = self.arm(self.leader)
         where = (f"{leader.test.mean:.2f}% mean test accuracy over {len(leader.seeds)} fresh seeds "
                  f"[95% CI {leader.test.low:.2f}, {leader.test.high:.2f}]")
+        if self.outcome == schema.NO_TRUSTWORTHY_WINNER:  # `near_chance_reason` says it with the chance figures
+            return f"no trustworthy winner: the leader {self.leader} reaches only {where}, at or near chance"
         if not self.comparisons:
             return f"{self.leader} only ({where}): nothing to compare it with"
         gaps = "; ".join(
@@ -169,6 +179,33 @@ def decide(dataset: str, results: Mapping[str, Sequence[SeedResult]], *, alpha: 
         dataset, alpha, schema.WINNER if won else schema.TIE, leader, leader if won else None,
         tied, worse, arms, comparisons, missing,
     )
+
+
+def trust_floor(chance: float) -> float:
+    """The least mean test accuracy (a fraction) a leader needs to be a trustworthy result."""
+    return chance + TRUST_MARGIN * (1.0 - chance)
+
+
+def untrustworthy(verdict: Verdict, num_classes: int | None) -> bool:
+    """A leader at or near chance: its mean confirmed test accuracy is below the trust floor."""
+    if verdict.leader is None or not num_classes:
+        return False
+    return verdict.arm(verdict.leader).test.mean / 100 < trust_floor(1.0 / num_classes)
+
+
+def distrust(verdict: Verdict, num_classes: int | None) -> Verdict:
+    """The verdict, or `no_trustworthy_winner` (nobody wins) when its leader is near chance."""
+    if not untrustworthy(verdict, num_classes):
+        return verdict
+    return replace(verdict, outcome=schema.NO_TRUSTWORTHY_WINNER, winner=None)
+
+
+def near_chance_reason(verdict: Verdict, num_classes: int) -> str:
+    """Why a `no_trustworthy_winner` verdict names nobody: one sentence with the figures."""
+    arm, chance = verdict.arm(verdict.leader), 1.0 / num_classes
+    return (f"no trustworthy winner: the leader {arm.regime} reaches only {arm.test.mean:.2f}% mean "
+            f"test accuracy over {len(arm.seeds)} fresh seeds, below the {100 * trust_floor(chance):.2f}% "
+            f"a result needs (chance is {100 * chance:.2f}% with {num_classes} classes)")
 
 
 def _compare(leader: Sequence[SeedResult], other: Sequence[SeedResult], regime: str) -> Comparison:

@@ -3,7 +3,9 @@
 The product's rule: a regime wins only when the sweep's verdict says so
 (significantly better than every other regime on fresh seeds, after Holm's
 correction); otherwise the verdict is a tie and the regime with the best mean
-confirmed test accuracy merely leads. Nothing here picks a winner by itself.
+confirmed test accuracy merely leads. A leader at or near chance is no result
+at all (`no_trustworthy_winner`): it still leads, but nothing marks it or its
+config as a winner's. Nothing here picks a winner by itself.
 Within one regime's search, trials are ranked by `search.schema.rank_key`:
 final validation accuracy, never test accuracy.
 
@@ -15,6 +17,7 @@ procedure (`analysis.verdict.decide`), and nobody is marked as winner.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,7 @@ from search import schema
 PENDING = "pending"  # the sweep has recorded no verdict for the dataset yet
 WORSE = "worse"  # significantly worse than the leader
 NO_RESULT_MARK = "no result"
+NEAR_CHANCE = "near chance"  # a regime of a `no_trustworthy_winner` verdict: every one is below the floor
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,17 +109,27 @@ class DatasetVerdict:
 
     `detail` has the form of `Verdict.to_dict()`: the sweep's `verdict.json`
     when it is there (`recorded`), else recomputed from the confirmation runs
-    (no McNemar tables then).
+    (no McNemar tables then). `reason` is the sweep's one sentence
+    (`verdict_reason`); `chance_acc` and `trust_floor_acc` the bar a winner's mean
+    confirmed test accuracy had to clear, when the sweep recorded them.
     """
 
     dataset: str
-    status: str  # schema.WINNER | schema.TIE | schema.NO_RESULT | PENDING
+    status: str  # one of schema.VERDICTS, or PENDING
     winner: str | None
     leader: str | None
     leading_run_id: str | None
     tied: tuple[str, ...]
     detail: dict[str, Any]
     recorded: bool
+    reason: str | None = None
+    chance_acc: float | None = None
+    trust_floor_acc: float | None = None
+
+    @property
+    def trustworthy(self) -> bool:
+        """False when the leader is near chance: its config must not be presented as a result."""
+        return self.status != schema.NO_TRUSTWORTHY_WINNER
 
     def arm(self, regime: str) -> dict[str, Any] | None:
         return next((arm for arm in self.detail["arms"] if arm["regime"] == regime), None)
@@ -124,25 +138,21 @@ class DatasetVerdict:
         return next((c for c in self.detail["comparisons"] if c["regime"] == regime), None)
 
     def mark(self, regime: str) -> str:
-        """The regime's place in the verdict: winner, tie, worse, no result or pending."""
+        """The regime's place in the verdict: winner, tie, worse, near chance, no result or pending."""
         if self.status == PENDING:
             return PENDING
         if self.status == schema.NO_RESULT or self.arm(regime) is None:
             return NO_RESULT_MARK
         if self.status == schema.WINNER:
             return schema.WINNER if regime == self.winner else WORSE
-        return schema.TIE if regime in self.tied else WORSE
+        if self.status == schema.TIE:
+            return schema.TIE if regime in self.tied else WORSE
+        # No trustworthy winner: nobody wins. An outcome this version does not know: shown as recorded.
+        return NEAR_CHANCE if self.status == schema.NO_TRUSTWORTHY_WINNER else self.status
 
     def title(self) -> str:
         """The verdict in a few words, as a reviewer should read it."""
-        if self.status == schema.WINNER:
-            return f"WINNER {self.winner}"
-        if self.status == schema.TIE:
-            return f"TIE ({self.tie_text()})"
-        if self.status == schema.NO_RESULT:
-            return "NO RESULT (no regime completed a confirmation run)"
-        leads = f"; {self.leader} leads so far" if self.leader else ""
-        return f"PENDING (the sweep has recorded no verdict yet{leads})"
+        return TITLES.get(self.status, _unknown_title)(self)
 
     def tie_text(self) -> str:
         """Who is tied, or why a lone leader is no winner."""
@@ -150,14 +160,57 @@ class DatasetVerdict:
             return f"only {self.leader} has confirmation runs: nothing to compare it with"
         return f"{', '.join(self.tied)} within noise; {self.leader} leads"
 
+    def leader_test_acc(self) -> float | None:
+        """The leader's mean confirmed test accuracy, a fraction (None without a leader)."""
+        arm = self.arm(self.leader) if self.leader else None
+        return None if arm is None or arm["test"]["mean"] is None else arm["test"]["mean"] / 100
+
+    def chance_text(self) -> str | None:
+        """`chance 10.00%, trust floor 19.00% (...)`, when the sweep recorded the figures."""
+        if self.chance_acc is None or self.trust_floor_acc is None:
+            return None
+        leader = self.leader_test_acc()
+        leads = f"; the leader {self.leader} reaches {100 * leader:.2f}%" if leader is not None else ""
+        return (f"chance {100 * self.chance_acc:.2f}%, trust floor {100 * self.trust_floor_acc:.2f}% (a winner's "
+                f"mean confirmed test accuracy must reach it{leads})")
+
     def headline(self) -> str:
-        """The verdict procedure's one sentence; marked provisional while the sweep is unfinished."""
+        """The sweep's one sentence; the verdict procedure's, marked provisional, while it is unfinished."""
+        if self.status != PENDING and self.reason:
+            return self.reason
         headline = str(self.detail.get("headline", ""))
         return f"provisional, from the confirmation runs so far: {headline}" if self.status == PENDING else headline
 
 
+def _near_chance_title(verdict: DatasetVerdict) -> str:
+    leader = verdict.leader_test_acc()
+    figures = f" at {100 * leader:.2f}%" if leader is not None else ""
+    floor = (f", below the trust floor {100 * verdict.trust_floor_acc:.2f}%"
+             if verdict.trust_floor_acc is not None else ", at or near chance")
+    return f"NO TRUSTWORTHY WINNER ({verdict.leader} leads{figures}{floor}: not a result)"
+
+
+def _unknown_title(verdict: DatasetVerdict) -> str:
+    return f"{verdict.status.upper()} (an outcome this version does not know; nobody is marked winner)"
+
+
+# Every outcome a sweep records (schema.VERDICTS), and PENDING: how a reviewer reads it.
+TITLES: dict[str, Callable[[DatasetVerdict], str]] = {
+    schema.WINNER: lambda verdict: f"WINNER {verdict.winner}",
+    schema.TIE: lambda verdict: f"TIE ({verdict.tie_text()})",
+    schema.NO_RESULT: lambda verdict: "NO RESULT (no regime completed a confirmation run)",
+    schema.NO_TRUSTWORTHY_WINNER: _near_chance_title,
+    PENDING: lambda verdict: "PENDING (the sweep has recorded no verdict yet"
+                             + (f"; {verdict.leader} leads so far)" if verdict.leader else ")"),
+}
+
+
 def _tag(value: Any) -> str | None:
     return None if value is None or value == schema.NONE or value != value else str(value)
+
+
+def _fraction(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def dataset_verdict(sweep: Sweep, dataset: str) -> DatasetVerdict:
@@ -165,6 +218,10 @@ def dataset_verdict(sweep: Sweep, dataset: str) -> DatasetVerdict:
     parent = sweep.parent(dataset)
     status = _tag(parent[schema.VERDICT])
     detail = sweep.verdict_file(dataset) if status else None
+    metrics = parent["metrics"]
+    # The parent's metrics, else verdict.json's copy of the same figures.
+    chance = _fraction(metrics.get(schema.CHANCE_ACC, (detail or {}).get(schema.CHANCE_ACC)))
+    floor = _fraction(metrics.get(schema.TRUST_FLOOR_ACC, (detail or {}).get(schema.TRUST_FLOOR_ACC)))
     recorded = detail is not None
     if detail is None:
         confirmations = sweep.confirmations_of(dataset)
@@ -180,7 +237,8 @@ def dataset_verdict(sweep: Sweep, dataset: str) -> DatasetVerdict:
         leader=_tag(parent[schema.LEADING_REGIME]),
         leading_run_id=_tag(parent[schema.LEADING_RUN_ID]),
         tied=tuple(parent[schema.TIED_REGIMES]),
-        detail=detail, recorded=recorded,
+        detail=detail, recorded=recorded, reason=_tag(parent[schema.VERDICT_REASON]),
+        chance_acc=chance, trust_floor_acc=floor,
     )
 
 
@@ -196,7 +254,8 @@ def _from_file(sweep: Sweep, dataset: str, path: str) -> Pick | None:
 
 
 def leading_config(sweep: Sweep, dataset: str) -> Pick:
-    """The leading config (`best_config.yaml`): the winner's, or in a tie the leader's."""
+    """The leading config (`best_config.yaml`): the winner's, or else the leader's (in a tie, or
+    near chance: then callers must not present it as a result; see `DatasetVerdict.trustworthy`)."""
     verdict = dataset_verdict(sweep, dataset)
     if verdict.status == PENDING:
         raise AnalysisError(f"dataset {dataset!r} of sweep {sweep.sweep_id!r} has no verdict yet: the sweep "

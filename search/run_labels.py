@@ -19,7 +19,8 @@ from search import schema
 STAR = "★ "
 SEP = " · "
 _SWEEP_ID = re.compile(r"^\d{4}(\d{4})-(\d{4})\d{2}-[0-9a-f]+$")  # YYYYMMDD-HHMMSS-hex
-_VERDICT_LABELS = {schema.TIE: "tie", schema.NO_RESULT: "no result"}
+_VERDICT_LABELS = {schema.TIE: "tie", schema.NO_RESULT: "no result",
+                   schema.NO_TRUSTWORTHY_WINNER: "no trustworthy winner"}  # and winner: `<regime> wins`
 
 
 def short_sweep(sweep_id: str) -> str:

@@ -43,7 +43,7 @@ WINNER: Final = "winner"  # the leader is significantly better than every other 
 TIE: Final = "tie"  # the leader is not: the tied regimes are within noise of each other
 NO_RESULT: Final = "no_result"  # no regime completed a confirmation run
 # The leader's mean confirmed test accuracy is at or near chance (below CHANCE_ACC +
-# a margin, search.verdicts.trust_floor): whatever the tests say, nothing here is worth
+# a margin, analysis.verdict.trust_floor): whatever the tests say, nothing here is worth
 # exporting as a winner. `leading_regime` still names the leader; readers must not
 # present its config as a result.
 NO_TRUSTWORTHY_WINNER: Final = "no_trustworthy_winner"

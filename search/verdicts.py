@@ -11,26 +11,15 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from analysis.verdict import SeedResult, Verdict, decide
+from analysis.verdict import SeedResult, Verdict, decide, distrust, near_chance_reason, trust_floor
 from search import schema
 from search.balanced_search import SWEEP_KEY, end_state
 from trainables.predictions import unpack_correct
-
-# A leader needs a mean confirmed test accuracy of at least chance plus this share of the
-# way from chance to perfect: 19% with 10 classes, 10.9% with 100, 55% with 2. Below it
-# the sweep found nothing worth exporting, whatever the paired tests say (a regime at
-# chance can still "beat" one that diverged).
-TRUST_MARGIN = 0.1
-
-
-def trust_floor(chance: float) -> float:
-    """The least mean test accuracy (a fraction) a leader needs to be a trustworthy result."""
-    return chance + TRUST_MARGIN * (1.0 - chance)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,17 +95,7 @@ class DatasetOutcome:
         """One sentence for the verdict, saying why a leader near chance is not a winner."""
         if self.verdict.outcome != schema.NO_TRUSTWORTHY_WINNER:
             return self.verdict.headline()
-        arm = self.verdict.arm(self.verdict.leader)
-        return (f"no trustworthy winner: the leader {arm.regime} reaches only {arm.test.mean:.2f}% mean "
-                f"test accuracy over {len(arm.seeds)} fresh seeds, below the {100 * self.trust_floor:.2f}% "
-                f"a result needs (chance is {100 * self.chance:.2f}% with {self.num_classes} classes)")
-
-
-def untrustworthy(verdict: Verdict, num_classes: int | None) -> bool:
-    """A leader at or near chance: its mean confirmed test accuracy is below the trust floor."""
-    if verdict.leader is None or not num_classes:
-        return False
-    return verdict.arm(verdict.leader).test.mean / 100 < trust_floor(1.0 / num_classes)
+        return near_chance_reason(self.verdict, self.num_classes)
 
 
 def seed_result(outcome: TrialOutcome) -> SeedResult | None:
@@ -170,8 +149,7 @@ def dataset_outcomes(
                                    for regime in regimes})
         classes = {int(o.result["num_classes"]) for o in mine if o.result.get("num_classes")}
         num_classes = max(classes) if classes else None
-        if untrustworthy(verdict, num_classes):
-            verdict = replace(verdict, outcome=schema.NO_TRUSTWORTHY_WINNER, winner=None)
+        verdict = distrust(verdict, num_classes)  # a leader near chance is nobody's result
         result.append(DatasetOutcome(dataset=dataset, parent_run_id=parents[dataset], verdict=verdict,
                                      searches=searches, confirmed=confirmed, num_classes=num_classes))
     return result

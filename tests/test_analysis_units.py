@@ -3,6 +3,8 @@ the CLI, the ablation baseline, and every command on sweep records planted throu
 
 from __future__ import annotations
 
+import html
+import json
 import zlib
 
 import numpy as np
@@ -14,15 +16,20 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 
 from analysis.__main__ import main
-from analysis.confirm import ablation_config, choose_arms
+from analysis.confirm import OUTCOME_WORDS, ablation_config, choose_arms
 from analysis.errors import AnalysisError
+from analysis.export import SUMMARIES, Exported
 from analysis.importance import infer_space
 from analysis.leaderboard import leaderboard
-from analysis.plots import rate_curves_figure, save
+from analysis.plots import interactive_parallel, rate_curves_figure, save
 from analysis.records import load_sweep
-from analysis.report import verdict_html
+from analysis.report import NOTES, reconfirmations_html, verdict_html
 from analysis.stats import contingency, mcnemar_exact, paired_tests
-from analysis.winners import dataset_verdict
+from analysis.sweeps import VERDICT_TEXTS, verdict_text
+from analysis.verdict import SeedResult
+from analysis.winners import PENDING, TITLES, DatasetVerdict, Pick, confirmed_runs, dataset_verdict
+from search import schema
+from search.run_labels import parent_run_name
 from trainables.config import RunConfig
 from trainables.config_file import read_config_file, write_config_file
 from trainables.regimes import regime_class
@@ -154,6 +161,7 @@ def test_bad_config_file_is_one_clear_line(tmp_path, capsys):
 
 EPOCHS = 3
 N_TEST = 400
+NUM_CLASSES = 10  # digits: chance 10%, so a winner needs a mean confirmed test accuracy of 19%
 REGIMES = ("conventional", "lerac")
 
 
@@ -185,39 +193,54 @@ class PlantedSweep:
             protocol=protocol(SweepOptions(datasets=("digits",), regimes=REGIMES, num_trials=4, epochs=EPOCHS)))
         self.outcomes = []
         self.configs: dict[str, dict] = {}
+        self.states: dict[str, str] = {}
 
     def run(self, trial_id: str, config: dict, notes: dict, *, val: float, test: float, loss: float = 0.3,
             epochs: int = EPOCHS, diverged: bool = False, errored: bool = False,
-            correct: np.ndarray | None = None) -> None:
+            correct: np.ndarray | None = None, lost: bool = False) -> None:
+        """One trial's run; a `lost` one is left open, as when the driver died before Tune saved the
+        trial: Tune never reports it, and only `reconcile` closes it."""
         from search.balanced_search import SWEEP_KEY, end_state
         from search.verdicts import TrialOutcome
         from trainables.predictions import pack_correct
 
         full = {**config, SWEEP_KEY: notes}
         self.recorder.start_trial(parent_run_id=self.parent, trial_id=trial_id, config=full)
+        self.configs[trial_id] = config
         result: dict = {}
         for epoch in range(1, epochs + 1):
             behind = epochs - epoch
             result = {"epoch": epoch, "train_loss": loss + 0.1 * behind, "val_acc": val - 0.05 * behind,
-                      "diverged": diverged and behind == 0}
+                      "diverged": diverged and behind == 0, "num_classes": NUM_CLASSES}
             if behind == 0:  # test accuracy only at the last epoch reached
                 result["test_acc"] = test
             self.recorder.log_result(trial_id, result)
+        if lost:
+            return
         if correct is not None:
             result["test_correct"] = pack_correct(correct)
-        self.recorder.finish_trial(trial_id, "errored" if errored else end_state(result, EPOCHS))
+        self.states[trial_id] = "errored" if errored else end_state(result, EPOCHS)
+        self.recorder.finish_trial(trial_id, self.states[trial_id])
         self.outcomes.append(TrialOutcome(trial_id=trial_id, config=full, result=result, errored=errored))
-        self.configs[trial_id] = config
 
     def search(self, trial_id: str, regime: str, **planted) -> None:
-        self.run(trial_id, settings(regime, lr=0.01 + 0.01 * len(self.outcomes)),
+        self.run(trial_id, settings(regime, lr=0.01 + 0.01 * len(self.configs)),
                  {"stage": "search", "group": f"digits/{regime}"}, **planted)
 
-    def confirm(self, source: str, rank: int, seed: int, *, val: float, count: int) -> None:
+    def confirm(self, source: str, rank: int, seed: int, *, val: float, count: int, lost: bool = False) -> None:
         config = {**self.configs[source], "seed": seed}
         notes = {"stage": "confirm", "group": f"digits/{config['regime']}", "rank": rank, "source_trial": source}
-        self.run(f"{source}-r{rank}-s{seed}", config, notes, val=val, test=count / N_TEST,
+        trial_id = f"{source}-r{rank}-s{seed}" + ("-lost" if lost else "")
+        self.run(trial_id, config, notes, val=val, test=count / N_TEST, lost=lost,
                  correct=planted_correct(count, zlib.crc32(f"{source}-{seed}".encode())))
+
+    def reconcile(self) -> None:
+        """What a resume does first: the runs of trials Tune's restored state lacks are closed `lost`."""
+        from search.recording import TrialRecord
+
+        self.recorder.reconcile([TrialRecord(trial_id=o.trial_id, config=o.config, finished=True,
+                                             end_state=self.states[o.trial_id]) for o in self.outcomes],
+                                {"digits": self.parent})
 
     def decide(self) -> None:
         from search.verdicts import dataset_outcomes
@@ -236,6 +259,10 @@ WIN_LERAC_RANK1 = (370, 372, 371)
 WIN_LERAC_RANK2 = (380, 384, 382)  # the config with the better mean validation accuracy: it counts
 TIE_CONVENTIONAL = (360, 368)
 TIE_LERAC = (364, 360)
+# Near chance: lerac leads every seed by 2.25-2.5 points (the paired test alone would name it the
+# winner), but its mean, 12%, is below the trust floor: chance 10% + 10% of the way to 100% = 19%.
+CHANCE_CONVENTIONAL = (40, 37, 38)
+CHANCE_LERAC = (50, 46, 48)
 
 
 def plant_searches(sweep: PlantedSweep) -> None:
@@ -281,7 +308,28 @@ def planted(tmp_path_factory) -> dict:
         pending.confirm("l0", 1, seed, val=0.90, count=r1)
         pending.confirm("l1", 2, seed, val=0.95, count=r2)
     pending.finish()  # interrupted before its verdict
+
+    chance = PlantedSweep(uri, "chance", "s-chance")
+    plant_chance(chance)
+    chance.finish()
     return {"uri": uri, "tmp": tmp}
+
+
+def plant_chance(sweep: PlantedSweep) -> None:
+    """A sweep whose leader is near chance, with a lost search run and a lost confirmation run
+    whose numbers would change every count and accuracy if a reader took them in."""
+    sweep.search("c0", "conventional", val=0.13, test=0.11)
+    sweep.search("c1", "conventional", val=0.12, test=0.10)
+    sweep.search("c2", "conventional", val=0.11, test=0.12, epochs=2)  # stopped early
+    sweep.search("l0", "lerac", val=0.14, test=0.12)
+    sweep.search("l1", "lerac", val=0.12, test=0.13)
+    sweep.search("lx", "lerac", val=0.60, test=0.61, loss=0.1, lost=True)  # would be lerac's best
+    for seed, (c, r) in enumerate(zip(CHANCE_CONVENTIONAL, CHANCE_LERAC, strict=True), start=1):
+        sweep.confirm("c0", 1, seed, val=0.12, count=c)
+        sweep.confirm("l0", 1, seed, val=0.13, count=r)
+    sweep.confirm("l0", 1, 1, val=0.90, count=380, lost=True)  # a second "seed 1" of lerac
+    sweep.reconcile()
+    sweep.decide()
 
 
 def run_ids(planted: dict, experiment: str) -> dict[str, str]:
@@ -457,6 +505,202 @@ def test_a_sweep_killed_in_its_first_trial_is_one_clear_line(planted, capsys):
     for command in ("leaderboard", "export", "report"):
         assert main([command, "--tracking-uri", uri, "--experiment", "killed-sweep"]) == 2
         assert capsys.readouterr().err == "error: sweep 'killed' has no finished trials yet (1 started)\n"
+
+
+# -- a leader near chance, and lost runs ---------------------------------------------------------------
+CHANCE_FLOOR = 0.1 + 0.1 * (1 - 0.1)  # chance + 10% of the way to 100%, with NUM_CLASSES = 10
+CHANCE_REASON = (f"no trustworthy winner: the leader lerac reaches only {100 * np.mean(CHANCE_LERAC) / N_TEST:.2f}% "
+                 f"mean test accuracy over 3 fresh seeds, below the {100 * CHANCE_FLOOR:.2f}% a result needs "
+                 f"(chance is 10.00% with 10 classes)")
+CHANCE_TITLE = "NO TRUSTWORTHY WINNER (lerac leads at 12.00%, below the trust floor 19.00%: not a result)"
+
+
+def flags(planted: dict, experiment: str, out: str) -> list[str]:
+    return ["--tracking-uri", planted["uri"], "--experiment", experiment, "--out", str(planted["tmp"] / out)]
+
+
+class TestNearChanceAndLostRuns:
+    def test_the_sweep_recorded_what_the_readers_rely_on(self, planted):
+        """The planted records themselves, read with MlflowClient: the verdict and two lost runs."""
+        client = MlflowClient(planted["uri"])
+        experiment = client.get_experiment_by_name("chance").experiment_id
+        (parent,) = client.search_runs([experiment], "tags.role = 'parent'")
+        assert parent.data.tags["verdict"] == "no_trustworthy_winner"
+        assert parent.data.tags["verdict_reason"] == CHANCE_REASON
+        assert parent.data.metrics["chance_acc"] == pytest.approx(0.1)
+        assert parent.data.metrics["trust_floor_acc"] == pytest.approx(CHANCE_FLOOR)
+        lost = client.search_runs([experiment], "tags.end_state = 'lost'")
+        assert sorted(run.data.tags["trial_id"] for run in lost) == ["l0-r1-s1-lost", "lx"]
+        assert {run.info.status for run in lost} == {"KILLED"}
+
+    def test_lost_runs_are_in_neither_stage(self, planted):
+        sweep = load_sweep(planted["uri"], "chance")
+        assert sorted(sweep.trials_of("digits")["trial_id"]) == ["c0", "c1", "c2", "l0", "l1"]
+        confirmations = sweep.confirmations_of("digits")
+        assert len(confirmations) == 6 and "l0-r1-s1-lost" not in set(confirmations["trial_id"])
+        assert sorted(sweep.lost_of("digits")["trial_id"]) == ["l0-r1-s1-lost", "lx"]
+        assert list(sweep.lost_of("digits", "search")["trial_id"]) == ["lx"]
+        by_regime = confirmed_runs(confirmations)  # what a pending sweep's provisional verdict reads
+        assert by_regime["lerac"][["seed", "test_acc"]].values.tolist() == [
+            [seed, count / N_TEST] for seed, count in enumerate(CHANCE_LERAC, start=1)]
+
+    def test_leaderboard_counts_no_lost_run_and_marks_no_winner(self, planted):
+        board = board_of(planted, "chance")
+        assert board["verdict"].to_dict() == {"conventional": "near chance", "lerac": "near chance"}
+        lerac = board.loc["lerac"]
+        assert (lerac["trials"], lerac["completed"], lerac["trial_epochs"], lerac["lost"]) == (2, 2, 6, 2)
+        assert lerac["best_val_acc"] == pytest.approx(0.14) and lerac["test_of_best"] == pytest.approx(0.12)
+        assert lerac["mean_val_acc"] == pytest.approx((0.14 + 0.12) / 2)
+        assert lerac["confirm_test_acc"] == pytest.approx(np.mean(CHANCE_LERAC) / N_TEST, rel=1e-12)
+        conventional = board.loc["conventional"]
+        assert (conventional["trials"], conventional["stopped_early"], conventional["lost"]) == (3, 1, 0)
+        gap = 100 * (np.array(CHANCE_LERAC) - np.array(CHANCE_CONVENTIONAL)) / N_TEST
+        assert conventional["gap_points"] == pytest.approx(gap.mean(), rel=1e-9)
+        assert stats.ttest_rel(CHANCE_LERAC, CHANCE_CONVENTIONAL).pvalue < 0.05  # the test alone: a winner
+        assert board["chance_acc"].tolist() == pytest.approx([0.1, 0.1])
+        assert board["trust_floor_acc"].tolist() == pytest.approx([CHANCE_FLOOR, CHANCE_FLOOR])
+
+    def test_leaderboard_prints_the_verdict_with_its_reason_and_the_bar(self, planted, capsys):
+        assert main(["leaderboard", *flags(planted, "chance", "chance-board")]) == 0
+        printed = capsys.readouterr().out
+        assert f"digits: {CHANCE_TITLE}\n  {CHANCE_REASON}\n" in printed
+        assert ("  chance 10.00%, trust floor 19.00% (a winner's mean confirmed test accuracy must reach it; "
+                "the leader lerac reaches 12.00%)") in printed
+        assert "* winner" not in printed and "= tie" not in printed and "! near chance" in printed
+        assert "lost (not counted)" in printed and "lost: 2 runs" in printed
+        written = pd.read_csv(planted["tmp"] / "chance-board" / "leaderboard.csv").set_index("regime")
+        assert written.loc["lerac", "lost"] == 2 and written.loc["lerac", "verdict"] == "near chance"
+
+    def test_export_refuses_by_default(self, planted, capsys):
+        out = planted["tmp"] / "chance-export"
+        assert main(["export", *flags(planted, "chance", "chance-export")]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        skipped, error = captured.err.splitlines()
+        assert skipped.startswith(f"skipped: dataset 'digits' of sweep 's-chance' NOT EXPORTED: {CHANCE_REASON}; "
+                                  "its leading config is not a result (--allow-untrustworthy writes it anyway")
+        assert error == ("error: sweep 's-chance' has no leading config to export that is a result "
+                         "(near-chance leaders are written only with --allow-untrustworthy)")
+        assert not (out / "digits").exists()
+
+    def test_export_anyway_warns_in_the_output_and_in_every_file(self, planted, capsys):
+        out = planted["tmp"] / "chance-export-anyway"
+        assert main(["export", *flags(planted, "chance", "chance-export-anyway"), "--allow-untrustworthy"]) == 0
+        printed = capsys.readouterr().out
+        assert printed.startswith(f"WARNING: digits: {CHANCE_REASON}. best_config.yaml is the config of the "
+                                  "leader, lerac, NOT A RESULT")
+        ids = run_ids(planted, "chance")
+        for path in ("best_config.yaml", "configs/lerac.yaml", "configs/conventional.yaml"):
+            first_line = (out / "digits" / path).read_text().splitlines()[0]
+            assert first_line.startswith("warning: 'NOT A RESULT: no trustworthy winner: the leader lerac"), path
+            found = read_config_file(out / "digits" / path)
+            assert found.metadata["warning"] == (f"NOT A RESULT: {CHANCE_REASON}. Exported with "
+                                                 "--allow-untrustworthy; do not report this config or use it "
+                                                 "as a winner's.")
+            assert found.metadata["verdict"]["outcome"] == "no_trustworthy_winner"
+            assert found.metadata["verdict"]["trustworthy"] is False and found.metadata["verdict"]["winner"] is None
+            twin = json.loads((out / "digits" / path).with_suffix(".json").read_text())
+            assert twin["warning"] == found.metadata["warning"]
+        best = read_config_file(out / "digits" / "best_config.yaml")
+        assert best.metadata["source_run_id"] == ids["l0"] and best.settings["regime"] == "lerac"
+
+    def test_report_puts_it_at_the_top_and_never_calls_the_leader_a_winner(self, planted, capsys):
+        assert main(["report", *flags(planted, "chance", "chance-report")]) == 0
+        page = (planted["tmp"] / "chance-report" / "report-s-chance.html").read_text()
+        alarm = page.index('<p class="alarm">digits: ' + html.escape(CHANCE_REASON))
+        assert alarm < page.index("<h2>Verdicts</h2>")
+        assert f"<h3>digits: {html.escape(CHANCE_TITLE)}</h3>" in page
+        assert '<p class="verdict no_trustworthy_winner">' in page
+        assert "the leading config, NOT a result: near chance (best_config.yaml)" in page
+        assert "WINNER lerac" not in page and 'class="winner"' not in page and "winner&#x27;s (" not in page
+        # The summary: 5 search trials, 6 confirmation runs, 2 lost runs (counted nowhere else).
+        assert "<td>5</td><td>6</td><td>2</td>" in page
+
+    def test_plots_leave_lost_runs_out(self, planted, monkeypatch, capsys):
+        import analysis.plots as plots
+
+        figures, save_file = {}, plots.save
+
+        def keep(figure, path):  # every picture is still written and attached
+            figures[path.name] = figure
+            return save_file(figure, path)
+
+        monkeypatch.setattr(plots, "save", keep)
+        assert main(["plots", *flags(planted, "chance", "chance-plots")]) == 0
+        ids = run_ids(planted, "chance")
+        (curves,) = figures["digits-learning-curves.png"].axes
+        drawn = {line.get_gid() for line in curves.get_lines()} - {None}
+        assert drawn == {ids[trial] for trial in ("c0", "c1", "c2", "l0", "l1")}
+        assert curves.get_title() == "digits: learning curves of 5 search trials (1 lost run left out)"
+        titles = [ax.get_title().splitlines()[0] for ax in figures["digits-importance.png"].axes]
+        assert titles == ["conventional: 2 completed search trials", "lerac: 2 completed search trials"]
+        confirmation = {line.get_gid() for line in figures["digits-confirmation-curves.png"].axes[0].get_lines()}
+        assert ids["l0-r1-s1-lost"] not in confirmation and ids["l0-r1-s1"] in confirmation
+        parallel = interactive_parallel(load_sweep(planted["uri"], "chance"), "digits")
+        accuracies = sorted(parallel.data[0].dimensions[-1].values)
+        assert accuracies == pytest.approx([11.0, 12.0, 12.0, 13.0, 14.0])  # not the lost run's 60
+
+    def test_sweeps_lists_it(self, planted, capsys):
+        assert main(["sweeps", "--tracking-uri", planted["uri"], "--experiment", "chance"]) == 0
+        assert capsys.readouterr().out.splitlines()[2].endswith("digits: no trustworthy winner (lerac leads near chance)")
+
+    def test_confirming_by_hand_applies_the_same_floor(self, planted, monkeypatch):
+        """`confirm` with training replaced by planted results: near chance, its verdict says so."""
+        import analysis.confirm as confirming
+
+        planted_tests = {"lerac": CHANCE_LERAC, "conventional": CHANCE_CONVENTIONAL}
+
+        def run_seed(config, seed):
+            count = planted_tests[config["regime"]][seed - 1]
+            correct = planted_correct(count, seed)
+            return SeedResult(seed=seed, val_acc=0.1, test_acc=count / N_TEST, correct=correct), NUM_CLASSES
+
+        monkeypatch.setattr(confirming, "run_seed", run_seed)
+        sweep = load_sweep(planted["uri"], "chance")
+        result = confirming.confirm(choose_arms(sweep, "digits", "all"), dataset="digits", seeds=[1, 2, 3],
+                                    mode="all")
+        assert result.verdict.outcome == "no_trustworthy_winner" and result.verdict.winner is None
+        assert result.headline() == CHANCE_REASON
+        assert confirming.describe(result).splitlines()[-1] == (
+            "  verdict: NO TRUSTWORTHY WINNER (the leader is near chance: not a result): " + CHANCE_REASON)
+        recorded = result.to_dict()
+        assert recorded["verdict"]["headline"] == CHANCE_REASON
+        assert (recorded["chance_acc"], recorded["trust_floor_acc"]) == pytest.approx((0.1, CHANCE_FLOOR))
+        confirming.log_confirmation(sweep, result)
+        page = reconfirmations_html(load_sweep(planted["uri"], "chance"), "digits")
+        assert f'<p class="verdict no_trustworthy_winner">{html.escape(CHANCE_REASON)}</p>' in page
+
+    def test_a_sweep_with_only_lost_runs_has_nothing_finished(self, planted, capsys):
+        only_lost = PlantedSweep(planted["uri"], "only-lost", "s-lost")
+        only_lost.search("l0", "lerac", val=0.9, test=0.9, lost=True)
+        only_lost.reconcile()
+        only_lost.finish()
+        assert main(["leaderboard", "--tracking-uri", planted["uri"], "--experiment", "only-lost"]) == 2
+        assert capsys.readouterr().err == "error: sweep 's-lost' has no finished trials yet (1 started, 1 of them lost)\n"
+
+
+@pytest.mark.parametrize("outcome", schema.VERDICTS)
+def test_every_command_has_words_for_every_outcome(outcome):
+    """A future outcome in schema.VERDICTS fails here until every command can say it."""
+    leader = None if outcome == schema.NO_RESULT else "lerac"
+    arm = {"regime": "lerac", "seeds": [1, 2], "test": {"mean": 12.0, "low": 10.0, "high": 14.0},
+           "mean_val": 12.0, "test_by_seed": [11.0, 13.0]}
+    verdict = DatasetVerdict(dataset="digits", status=outcome, winner="lerac" if outcome == schema.WINNER else None,
+                             leader=leader, leading_run_id=None, tied=("lerac",) if leader else (),
+                             detail={"arms": [arm] if leader else [], "comparisons": [], "leader": leader},
+                             recorded=True, reason="why", chance_acc=0.1, trust_floor_acc=0.19)
+    assert {outcome, PENDING} <= set(TITLES) and outcome in NOTES and outcome in VERDICT_TEXTS
+    assert outcome in OUTCOME_WORDS and (outcome in SUMMARIES or leader is None)
+    assert "does not know" not in verdict.title() and not verdict.title().startswith("PENDING")
+    assert (verdict.mark("lerac") == schema.WINNER) == (outcome == schema.WINNER)
+    assert verdict.trustworthy == (outcome != schema.NO_TRUSTWORTHY_WINNER)
+    assert "_" not in verdict_text({schema.VERDICT: outcome, schema.WINNER_REGIME: "lerac",
+                                    schema.LEADING_REGIME: "lerac", schema.TIED_REGIMES: "lerac"})
+    assert "_" not in parent_run_name("digits", "20261123-235401-3fa2c1", verdict=outcome, winner=leader)
+    if leader is not None:
+        pick = Pick(run_id="r", regime="lerac", config={}, val_acc=0.1, test_acc=0.1)
+        summary = Exported(dataset="digits", verdict=verdict, leading=pick).summary()
+        assert ("winner's config" in summary) == (outcome == schema.WINNER)
 
 
 # -- the ablation baseline ------------------------------------------------------------------------

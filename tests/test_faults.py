@@ -21,6 +21,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from analysis.verdict import trust_floor
 from search import schema
 from search.balanced_search import SWEEP_KEY, BalancedSearch, Confirmation, Group, SamplerSettings
 from search.integrity import (
@@ -38,7 +39,7 @@ from search.progress import dataset_block
 from search.recording import SweepRecorder
 from search.spaces import Budget, SearchSpace
 from search.state import load_state, save_state
-from search.verdicts import TrialOutcome, config_metadata, dataset_outcomes, trust_floor
+from search.verdicts import TrialOutcome, config_metadata, dataset_outcomes
 from search.writer import BackgroundWriter, StoreFailed
 from trainables.config_file import read_config_file
 

@@ -145,23 +145,36 @@ def test_the_summarys_commands_run_as_printed_without_the_venv_on_path(sweep):
         assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
         outputs[label] = done.stdout
     assert "verdict" in outputs["Leaderboard"]
+    assert "cifar10: NO TRUSTWORTHY WINNER (" in outputs["Leaderboard"]  # the noise dataset: nobody wins
+    rows = [line for line in outputs["Leaderboard"].splitlines() if line.lstrip().startswith("cifar10 ")]
+    assert len(rows) == len(REGIMES) and not any("winner" in row for row in rows)
     report = re.search(r"written: (\S+\.html)", outputs["Report with plots"]).group(1)
     page = Path(report).read_text()
     assert page.count('class="plotly-graph-div"') == len(DATASETS)  # interactive parallel coordinates
+    assert page.index('<p class="alarm">cifar10: no trustworthy winner: ') < page.index("<h2>Verdicts</h2>")
     listed = outputs["All sweeps"]
     assert "finished" in listed and all(f"{dataset}: " in listed for dataset in DATASETS)
+    assert "cifar10: no trustworthy winner (" in listed
 
 
 def test_export_prints_a_replay_command_that_runs_and_portable_configs(sweep):
-    done = shell(next_steps(sweep["out"])["Replayable configs"], sweep["cwd"])
+    command = next_steps(sweep["out"])["Replayable configs"]
+    done = shell(command, sweep["cwd"])
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     out = done.stdout
     replays = re.findall(r"^  replay:\s+(.+ --config (\S+))$", out, re.MULTILINE)
-    assert len(replays) == len(DATASETS)
+    assert len(replays) == len(DATASETS) - 1  # not the noise dataset: its leader is near chance
+    assert re.search(r"^skipped: dataset 'cifar10' of sweep '\S+' NOT EXPORTED: no trustworthy winner: ",
+                     done.stderr, re.MULTILINE), done.stderr
     digits = next(command for command, path in replays if "/digits/" in path)
     done = shell(digits, sweep["cwd"])  # the exact printed command, from another folder
     assert done.returncode == 0 and "reproduced exactly" in done.stdout, done.stdout + done.stderr
+    done = shell(command + " --allow-untrustworthy", sweep["cwd"])  # written anyway, loudly
+    assert done.returncode == 0 and "WARNING: cifar10: no trustworthy winner: " in done.stdout, done.stderr
+    replays = re.findall(r"^  replay:\s+(.+ --config (\S+))$", done.stdout, re.MULTILINE)
     cifar = read_config_file(next(path for _, path in replays if "/cifar10/" in path))
+    assert cifar.metadata["warning"].startswith("NOT A RESULT: no trustworthy winner")
+    assert cifar.metadata["verdict"]["trustworthy"] is False
     assert cifar.settings["data_dir"] == "data"  # the sweep's folder is not under the working directory
     assert cifar.metadata["recorded_data_dir"] == str(sweep["tmp"] / "data")
 
@@ -225,7 +238,8 @@ def test_parent_runs_have_short_distinct_names_the_verdict_and_the_sweep_file(sw
     client = sweep["client"]
     for run in parents:
         tags, metrics = run.data.tags, run.data.metrics
-        words = {schema.WINNER: f"{tags[schema.WINNER_REGIME]} wins", schema.TIE: "tie"}[tags[schema.VERDICT]]
+        words = {schema.WINNER: f"{tags[schema.WINNER_REGIME]} wins", schema.TIE: "tie",
+                 schema.NO_TRUSTWORTHY_WINNER: "no trustworthy winner"}[tags[schema.VERDICT]]
         assert re.fullmatch(rf"{tags[schema.DATASET]} · \d{{4}}-\d{{4}} · {words}", run.info.run_name)
         assert tags[schema.RUN_NOTE].startswith("**Verdict: ")
         assert metrics["best_val_acc_pct"] == round(100 * metrics["best_val_acc"], 2)
