@@ -229,6 +229,9 @@ class SweepMonitor(Callback):
             self._reconcile(trials)
 
 
+STATE_SYNC_FAILED = "Saving experiment state to storage"  # Tune's message when a state copy fails
+
+
 class QuietFaults(logging.Filter):
     """Drops Ray's tracebacks for faults the monitor reports in one line itself."""
 
@@ -240,9 +243,12 @@ class QuietFaults(logging.Filter):
         error = record.exc_info[1] if record.exc_info else None
         if caused_by_full_disk(error) or "No space left on device" in record.getMessage():
             return False
-        if self.monitor.stop_reason is not None and record.levelno < logging.ERROR:
-            return False  # Tune's "stop signal received" when the monitor stopped it
         message = record.getMessage()
+        if self.monitor.stop_reason is not None and (record.levelno < logging.ERROR
+                                                     or message.startswith(STATE_SYNC_FAILED)):
+            # Tune's "stop signal received", and its last state copy racing the one still in
+            # flight when the monitor stopped it: the sweep's own line says how to go on.
+            return False
         # Tune's own resume hint and list of unfinished trials: the sweep prints its own line.
         return "Tuner.restore(" not in message and not message.startswith("Trials did not complete")
 

@@ -7,6 +7,8 @@ The same faults against whole sweeps are in tests/test_sweep_faults.py.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import pickle
 import shutil
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from mlflow.exceptions import MlflowException
@@ -34,6 +37,7 @@ from search.integrity import (
     load_key,
 )
 from search.lerac_sweep import build_parser, main, resume_options
+from search.monitor import STATE_SYNC_FAILED, QuietFaults
 from search.options import SweepOptions
 from search.progress import dataset_block
 from search.recording import SweepRecorder
@@ -400,3 +404,22 @@ def test_two_processes_create_one_store_and_one_experiment(tmp_path):
     outputs = [racer.communicate(timeout=120) for racer in racers]
     assert [racer.returncode for racer in racers] == [0, 0], outputs
     assert len({out.strip().splitlines()[-1] for out, _ in outputs}) == 1
+
+
+def _ray_record(message: str, level: int = logging.ERROR, error: BaseException | None = None) -> logging.LogRecord:
+    exc_info = (type(error), error, None) if error is not None else None
+    return logging.LogRecord("ray.tune", level, __file__, 1, message, None, exc_info)
+
+
+def test_rays_tracebacks_are_dropped_only_for_faults_the_sweep_reports_itself():
+    monitor = SimpleNamespace(stop_reason=None)
+    quiet = QuietFaults(monitor)
+    state_copy = f"{STATE_SYNC_FAILED} at '/storage/sweep' failed with exception: "
+    race = FileNotFoundError(2, "Failed to open local file 'experiment_state.json'")
+    assert quiet.filter(_ray_record(state_copy, error=race))  # a failed save while running: shown
+    assert quiet.filter(_ray_record("Trial errored", error=RuntimeError("boom")))
+    assert not quiet.filter(_ray_record("copy failed", error=OSError(errno.ENOSPC, "No space left on device")))
+    monitor.stop_reason = "the storage path /storage is full"
+    assert not quiet.filter(_ray_record(state_copy, error=race))  # the last copy racing the stop
+    assert not quiet.filter(_ray_record("Stop signal received", level=logging.INFO))
+    assert quiet.filter(_ray_record("Trial errored", error=RuntimeError("boom")))  # other errors still shown
