@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 
 from analysis.errors import AnalysisError
 from analysis.records import Sweep, load_sweep
-from trainables.cli import OneLineParser
+from trainables.cli import OneLineParser, skip_final_collection
 from trainables.version import version_line
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    skip_final_collection()
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one INFO line per rebuilt study otherwise

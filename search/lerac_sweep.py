@@ -24,6 +24,7 @@ from search.checks import SweepError  # noqa: E402
 from search.options import SweepOptions, first_error  # noqa: E402
 from search.sweep import SweepInterrupted, SweepStopped, absolute, run_sweep  # noqa: E402
 from search.sweep_file import SweepFileError, options_with_file  # noqa: E402
+from trainables.cli import skip_final_collection  # noqa: E402
 from trainables.data import DATASET_NAMES  # noqa: E402
 from trainables.models import MODEL_NAMES  # noqa: E402
 from trainables.regimes import REGIME_NAMES  # noqa: E402
@@ -195,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupted. The last three print one line that says how to continue."""
     from search.progress import summary_table
 
+    skip_final_collection()
     args = build_parser().parse_args(argv)
     try:
         if args.resume:

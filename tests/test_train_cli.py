@@ -205,3 +205,16 @@ def test_text_and_audio_bad_input_gives_one_clear_line(official_files, tmp_path,
     code, _, printed = run(args, tmp_path, capsys)
     assert code == 2
     assert printed.strip().startswith("error: ") and message in printed and printed.strip().count("\n") == 0
+
+
+def test_at_exit_the_heap_is_frozen_and_every_other_exit_handler_still_runs():
+    script = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0, flush=True))\n"
+        "from trainables.cli import skip_final_collection\n"
+        "skip_final_collection()\n"
+        "sys.stdout.write('buffered, no newline')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "buffered, no newlinefrozen True\n"  # flushed first, then the earlier handler

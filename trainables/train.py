@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trainables.cli import OneLineParser
+from trainables.cli import OneLineParser, skip_final_collection
 from trainables.config import RunConfig, TrainSettings
 from trainables.config_file import CODE_VERSION, RECORDED_TEST_ACC, read_config_file
 from trainables.divergence import loss_limit
@@ -124,6 +124,7 @@ def run(trainer: Trainer, *, quiet: bool = False) -> EpochReport:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    skip_final_collection()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
