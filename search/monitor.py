@@ -241,9 +241,9 @@ class QuietFaults(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if caused_by_full_disk(error) or "No space left on device" in record.getMessage():
-            return False
         message = record.getMessage()
+        if caused_by_full_disk(error) or "No space left on device" in message:
+            return False
         if self.monitor.stop_reason is not None and (record.levelno < logging.ERROR
                                                      or message.startswith(STATE_SYNC_FAILED)):
             # Tune's "stop signal received", and its last state copy racing the one still in
