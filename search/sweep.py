@@ -24,7 +24,6 @@ import os
 import platform
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,6 @@ from search.options import METRIC, SweepOptions
 from search.spaces import SearchSpace, describe_space
 from search.state import load_state, save_state, saved_trial_count, set_aside
 from search.sweep_file import attach_sweep_file
-from search.tracking_store import open_experiment
 from search.verdicts import DatasetOutcome, TrialOutcome, dataset_outcomes
 from search.warm_start import WarmStart, load_warm_start
 from search.writer import StoreFailed, bound_http_retries, one_line
@@ -301,11 +299,6 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
     # taken from the trials beside it; MLflow holds every metric and `result.json` (the JSON
     # logger, added in `build_tuner`) is what a resume reads.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    # A new sqlite store takes seconds to create its tables: done while Ray starts. Only the
-    # store and the experiment: no run is written before the cluster's resources are checked.
-    opening = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-open")
-    store = opening.submit(open_experiment, options.tracking_uri, options.experiment)
-    opening.shutdown(wait=False)
     started_ray = not ray.is_initialized()
     if started_ray:
         # "local" always starts a fresh runtime; None would join a running `ray start` cluster.
@@ -315,7 +308,6 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
         with sigterm_as_ctrl_c(on_interrupt=lambda: _interrupted_early(sweep_id, monitor, hint)):
             check_cluster_resources(options)
             try:
-                store.result()  # its error, if any, is the store's
                 recorder = SweepRecorder(tracking_uri=options.tracking_uri, experiment=options.experiment,
                                          sweep_id=sweep_id, warn=_warn, patience_s=options.tracking_timeout_s)
                 version_now, record = code_version(), protocol(options) | (warm.protocol() if warm else {})
