@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import chain
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from trainables.pretrained import from_local_folder
 
 MIN_SIDE = 3
 
@@ -59,12 +60,7 @@ def cvt13(*, num_classes: int, in_channels: int, pretrained: str = "") -> CvtCla
     from transformers import CvtConfig, CvtForImageClassification
 
     if pretrained:
-        folder = Path(pretrained).expanduser()
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"setting 'pretrained': no config.json in {folder}")
-        net = CvtForImageClassification.from_pretrained(
-            str(folder), num_labels=num_classes, ignore_mismatched_sizes=True, local_files_only=True
-        )
+        net, folder = from_local_folder(CvtForImageClassification, pretrained, num_classes=num_classes)
         if net.config.num_channels != in_channels:
             raise ValueError(
                 f"setting 'pretrained': the model in {folder} reads {net.config.num_channels}-channel "

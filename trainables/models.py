@@ -170,6 +170,11 @@ def check_model_fits(model: str, *, dataset: str, pretrained: str = "") -> None:
             f"setting 'model': {model!r} reads {' or '.join(reads)} data but dataset {dataset!r} "
             f"is {modality}; models for {modality}: {', '.join(fitting)}"
         )
+    check_pretrained(model, pretrained)
+
+
+def check_pretrained(model: str, pretrained: str) -> None:
+    """ValueError naming the setting when `pretrained` is set for a model that cannot load it."""
     if pretrained and model not in PRETRAINED_MODELS:
         raise ValueError(
             f"setting 'pretrained' applies to {', '.join(PRETRAINED_MODELS)} only, not {model!r}"
@@ -203,8 +208,7 @@ def build_model(
         raise ValueError(f"model {name!r} reads token ids: it needs a text dataset's vocab_size")
     if not reads_text and vocab_size is not None:
         raise ValueError(f"model {name!r} reads images or spectrograms, not token ids")
-    if pretrained and name not in PRETRAINED_MODELS:
-        raise ValueError(f"setting 'pretrained' applies to {', '.join(PRETRAINED_MODELS)} only, not {name!r}")
+    check_pretrained(name, pretrained)
     options: dict = {"pretrained": pretrained} if pretrained else {}
     if reads_text:
         return _BUILDERS[name](num_classes=num_classes, vocab_size=vocab_size, **options)

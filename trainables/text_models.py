@@ -18,10 +18,11 @@ LSTM through its module tree (embed, layers.0, layers.1, ..., head).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 from torch import nn
+
+from trainables.pretrained import from_local_folder
 
 # The default BERT: small enough to train from scratch in a sweep.
 BERT_LAYERS, BERT_HIDDEN, BERT_HEADS, BERT_MAX_POSITIONS = 4, 128, 2, 512
@@ -72,12 +73,7 @@ def bert(*, num_classes: int, vocab_size: int, pretrained: str = "") -> BertClas
     from transformers import BertConfig, BertForSequenceClassification
 
     if pretrained:
-        folder = Path(pretrained).expanduser()
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"setting 'pretrained': no config.json in {folder}")
-        net = BertForSequenceClassification.from_pretrained(
-            str(folder), num_labels=num_classes, ignore_mismatched_sizes=True, local_files_only=True
-        )
+        net, folder = from_local_folder(BertForSequenceClassification, pretrained, num_classes=num_classes)
         if net.config.vocab_size < vocab_size:
             raise ValueError(
                 f"setting 'pretrained': the model in {folder} knows {net.config.vocab_size} tokens "
