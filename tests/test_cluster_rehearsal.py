@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from local_servers import answers, free_port
 from mlflow.tracking import MlflowClient
 from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
 
@@ -47,12 +47,6 @@ BIN = Path(sys.executable).parent
 EXPERIMENT = "rehearsal"
 TRIALS, CONFIRM_SEEDS, REGIMES = 1, 2, ("conventional", "lerac")
 RUNS = len(REGIMES) * (TRIALS + CONFIRM_SEEDS)  # search trials and confirmation runs
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fake_cluster_config(cluster: dict, *, gcs_port: int, idle_minutes: float) -> dict:
@@ -121,15 +115,8 @@ def _group_alive(pgid: int) -> bool:
 
 def wait_until_up(url: str, seconds: float = 120, token: Path | None = None) -> None:
     headers = {"Authorization": f"Bearer {token.read_text()}"} if token else {}
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, headers=headers, timeout=5).ok:
-                return
-        except requests.RequestException:  # not listening yet
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} did not come up")
+    if not answers(url, seconds=seconds, headers=headers):
+        pytest.fail(f"{url} did not come up")
 
 
 def mlflow_server(store: Path, port: int, env: dict, log: Path) -> subprocess.Popen:

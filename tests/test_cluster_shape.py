@@ -8,7 +8,6 @@ reading, without Ray.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from local_servers import free_port
 
 from search.checks import placement_problem
 from search.cluster_shape import NodeShape, monitor_config_on_this_node, node_types_from_config
@@ -73,24 +73,18 @@ def test_node_types_come_from_cluster_yaml_without_the_head():
     assert node_types_from_config({**cluster, "max_workers": 0}) == []
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_the_monitor_of_this_clusters_gcs_is_found_by_its_port(tmp_path):
     """A stand-in process with the autoscaler monitor's command line (ours, ended by pid)."""
     config = tmp_path / "autoscaler.yaml"
     config.write_text(json.dumps({"available_node_types": {"gpu": {"resources": {"GPU": 1}, "max_workers": 1}}}))
-    port = str(_free_port())
+    port = str(free_port())
     monitor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
                                 "/venv/ray/autoscaler/_private/monitor.py", f"--gcs-address=10.0.0.1:{port}",
                                 f"--autoscaling-config={config}"])
     try:
         time.sleep(0.2)
         assert monitor_config_on_this_node(port)["available_node_types"]["gpu"]["max_workers"] == 1
-        assert monitor_config_on_this_node(str(_free_port())) is None  # another cluster's port
+        assert monitor_config_on_this_node(str(free_port())) is None  # another cluster's port
     finally:
         monitor.kill()
         monitor.wait()

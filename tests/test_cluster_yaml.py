@@ -13,7 +13,6 @@ import math
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from local_servers import free_port
 from ray.autoscaler._private.command_runner import _with_interactive
 from ray.autoscaler._private.resource_demand_scheduler import (
     _default_utilization_scorer,
@@ -240,12 +240,6 @@ def test_gpu_workers_refuse_a_driver_too_old_for_torch(cluster, tmp_path, output
         assert "needs 580 or newer" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 FAKE_MLFLOW = f"""
 #!{sys.executable}
 # Stands in for `mlflow server`: answers /health on --port until it is stopped.
@@ -271,7 +265,7 @@ def _alive(pid: int) -> bool:
 
 def test_the_heads_mlflow_commands_restart_one_server_through_rays_wrapper(cluster, tmp_path):
     """What two `ray up`s run on the head: every command exits 0, one server is left."""
-    port, bin_dir = _free_port(), tmp_path / "bin"
+    port, bin_dir = free_port(), tmp_path / "bin"
     fake(bin_dir, "mlflow", FAKE_MLFLOW)
     commands = [c.replace("5000", str(port)).replace("/shared", str(tmp_path / "shared"))
                 for c in cluster["head_start_ray_commands"] if "mlflow" in c]
@@ -299,7 +293,7 @@ def test_a_name_matching_pkill_kills_rays_wrapper_shell(tmp_path):
     fake(bin_dir, "mlflow", FAKE_MLFLOW)
     (tmp_path / ".bashrc").write_text(f'export PATH="{bin_dir}:$PATH"\n')
     wrapped = " ".join(_with_interactive('pkill -f "mlflow server" || true'))
-    script = (f"mlflow server --port {_free_port()} & sleep 1; bash -c {shlex.quote(wrapped)}; "
+    script = (f"mlflow server --port {free_port()} & sleep 1; bash -c {shlex.quote(wrapped)}; "
               "echo status=$?; kill %1 2>/dev/null; exit 0")
     try:
         result = subprocess.run(

@@ -16,10 +16,8 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
-import time
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import pytest
 import ray
 import requests
 import yaml
+from local_servers import answers, free_port
 from mlflow.tracking import MlflowClient
 from test_data import write_cifar10
 
@@ -179,15 +178,9 @@ def test_export_prints_a_replay_command_that_runs_and_portable_configs(sweep):
     assert cifar.metadata["recorded_data_dir"] == str(sweep["tmp"] / "data")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_the_mlflow_command_and_links_open_the_sweep_with_useful_columns(sweep):
     steps = next_steps(sweep["out"])
-    port = _free_port()
+    port = free_port()
     command = steps["Browse in MLflow"].replace("--port 5000", f"--port {port}")
     assert command != steps["Browse in MLflow"]
     env = {**os.environ, "PATH": path_without_venv()}
@@ -195,14 +188,7 @@ def test_the_mlflow_command_and_links_open_the_sweep_with_useful_columns(sweep):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{base}/health", timeout=5).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        else:
+        if not answers(f"{base}/health", seconds=120):
             pytest.fail("mlflow ui did not start")
         link = steps["then open"]
         match = re.fullmatch(r"http://127\.0\.0\.1:5000/#/experiments/(\d+)/runs\?workflowType=machine_learning"

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import official_formats
 import pytest
 import ray
-import requests
+from local_servers import answers, free_port, start_mlflow_server
 from mlflow.tracking import MlflowClient
 
 from search import schema
@@ -194,12 +190,6 @@ def test_cbs_on_a_model_without_3x3_convolutions_is_refused_before_anything_runs
     assert not (tmp_path / "ray").exists()
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -220,7 +210,7 @@ def _closed_port() -> int:
     ],
 )
 def test_bad_input_fails_fast_with_one_line_and_writes_nothing(tmp_path, capsys, args, message):
-    args = [arg.replace("{port}", str(_closed_port())) for arg in args]
+    args = [arg.replace("{port}", str(free_port())) for arg in args]
     common = ["--storage-path", str(tmp_path / "ray"), "--data-dir", str(tmp_path / "data"),
               "--experiment", EXPERIMENT]
     if "--tracking-uri" not in args:
@@ -239,23 +229,10 @@ def test_a_setting_of_one_regime_applies_to_that_regime_only():
 
 @pytest.fixture()
 def mlflow_server(tmp_path):
-    port = _closed_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # starts twice as fast
-    )
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{uri}/health", timeout=5).ok:
-                break
-        except requests.RequestException:  # not listening yet, or too busy to answer
-            time.sleep(0.5)
-    else:
+    if not answers(f"{uri}/health", seconds=120):
         server.kill()
         pytest.fail("mlflow server did not start")
     yield uri

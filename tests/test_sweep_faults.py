@@ -15,14 +15,13 @@ import pickle
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import requests
+from local_servers import answers, free_port, start_mlflow_server
 from mlflow.tracking import MlflowClient
 
 from search import schema
@@ -255,28 +254,15 @@ class Server:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
-             "--artifacts-destination", str(self.folder / "artifacts"), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # starts twice as fast
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.uri}/health", timeout=5).ok:
-                    return
-            except requests.RequestException:
-                time.sleep(0.5)
-        self.kill()
-        pytest.fail("mlflow server did not start")
+        self.process = start_mlflow_server(self.folder, self.port)
+        if not answers(f"{self.uri}/health", seconds=180):
+            self.kill()
+            pytest.fail("mlflow server did not start")
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
