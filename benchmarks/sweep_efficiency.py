@@ -220,8 +220,10 @@ def main() -> None:
         + (f" `{' '.join(args.sweep_args)}`" if args.sweep_args else "")
         + " (imports, Ray start-up, MLflow store, search, confirmation runs, verdict, shutdown), "
         "against the training it did measured alone afterwards (every trial's config retrained "
-        "in one process, one thread, for the epochs it ran). The old figure counted in-sweep "
-        "training time under contention over the first-start-to-last-end span.\n",
+        "in one process, one thread, for the epochs it ran). The ceiling: the same trials retrained "
+        "by two plain processes at once (no Ray, no MLflow), which is as well as any 2-slot sweep can "
+        "do on this machine. The old figure counted in-sweep training time under contention over the "
+        "first-start-to-last-end span.\n",
         common.markdown_table(headers, rows) + "\n",
         f"- {target.line()}\n",
         f"Rerun: `python benchmarks/{NAME}.py --rounds {args.rounds}` ({seconds:.0f} s here).",
