@@ -18,9 +18,9 @@ plain processes at once (no Ray, no MLflow, no driver), each with half of the
 alone-time, so ceiling = training alone / (their wall x 2). On 2 cores two
 trainings slow each other down (shared caches and memory bandwidth), which no
 sweep can avoid; the distance from the ceiling to the whole-command figure is
-the sweep's own cost. And the figure the old version of this benchmark reported: the trials'
-own `train_seconds` (measured inside the sweep, under contention) over the
-span from the first trial's start to the last trial's end. Rounds alternate
+the sweep's own cost. And the figure the old version of this benchmark
+reported: the trials' own `train_seconds` (measured inside the sweep, under
+contention) over the span from the first trial's start to the last trial's end. Rounds alternate
 the sweep and its alone re-measurement, so both see the same machine; the
 spread over rounds is printed.
 
@@ -118,10 +118,11 @@ def pair_wall_seconds(trials: list[dict[str, Any]], alone: list[float]) -> float
     workers = [context.Process(target=_train_share, args=(share, ready, results)) for share in shares]
     for worker in workers:
         worker.start()
-    walls = [results.get() for _ in workers]
-    for worker in workers:
+    for worker in workers:  # each puts one float: joining first cannot block on the queue
         worker.join()
-    return max(walls)
+    if any(worker.exitcode != 0 for worker in workers):  # else the wait below would never end
+        raise RuntimeError("a process retraining the trials failed (its traceback is above)")
+    return max(results.get() for _ in workers)
 
 
 def measure_round(extra: list[str]) -> dict[str, Any]:
