@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trainables import data
+from trainables import mnist1d_file
 from trainables.data import DATASET_NAMES, Dataset, Split, augment_batch, load_dataset
 
 # ---------------------------------------------------------------- helpers
@@ -172,11 +172,16 @@ def test_digits_shapes_partition_and_stratification():
     assert (val - 0.2 * full).abs().max() <= 1
 
 
-def test_digits_load_without_importing_sklearn_or_scipy():
-    """Every trial worker loads digits at start-up; importing scikit-learn (and SciPy) for it
-    cost each worker 1.6 s. The control shows the check sees an import when there is one."""
-    script = ("import sys; from trainables.data import load_dataset; load_dataset('digits', data_seed=0); "
-              "{extra}print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))")
+@pytest.mark.parametrize(("name", "heavy", "control"), [
+    ("digits", ("scipy", "sklearn"), "import sklearn.datasets; "),
+    ("mnist1d", ("mnist1d", "scipy"), "import mnist1d.data; "),
+])
+def test_embedded_datasets_load_without_their_heavy_imports(name, heavy, control):
+    """Every trial worker loads these at its first trial; importing scikit-learn (digits) or
+    building MNIST-1D with its package cost each worker 1.6 s and 2 s. The control shows
+    the check sees an import when there is one."""
+    script = (f"import sys; from trainables.data import load_dataset; load_dataset({name!r}, data_seed=0); "
+              f"{{extra}}print(sorted(m for m in {heavy!r} if m in sys.modules))")
     root = Path(__file__).resolve().parent.parent
 
     def imported(extra: str = "") -> str:
@@ -185,7 +190,13 @@ def test_digits_load_without_importing_sklearn_or_scipy():
         return done.stdout.strip()
 
     assert imported() == "[]"
-    assert imported("import sklearn.datasets; ") == "['scipy', 'sklearn']"
+    assert imported(control) == str(sorted(heavy))
+
+
+def test_shipped_mnist1d_file_equals_a_fresh_build():
+    shipped, built = mnist1d_file.load(), mnist1d_file.build()
+    for key in mnist1d_file.KEYS:
+        assert shipped[key].dtype == built[key].dtype and np.array_equal(shipped[key], built[key]), key
 
 
 def test_digits_split_is_fixed_by_data_seed():
@@ -231,13 +242,12 @@ def test_mnist1d_shapes_partition_and_seed():
 
 
 def test_mnist1d_build_leaves_global_random_state_alone():
-    data._mnist1d.cache_clear()  # force the build, which reseeds random and numpy internally
     random.seed(5)
     np.random.seed(5)
     expected = (random.random(), np.random.rand())
     random.seed(5)
     np.random.seed(5)
-    load_dataset("mnist1d")
+    mnist1d_file.build()  # make_dataset reseeds random and numpy internally
     assert (random.random(), np.random.rand()) == expected
 
 

@@ -8,8 +8,9 @@ sweep (whatever its training seed) sees the same train/validation/test split.
 
 Datasets:
 - digits: scikit-learn's 8x8 digits (ships offline), stratified 60/20/20 split.
-- mnist1d: MNIST-1D built offline (fixed seed), shaped (N, 1, 1, 40); its own
-  test set is the test split, validation carved from its train part.
+- mnist1d: MNIST-1D (the `mnist1d` package's fixed build, shipped as a file),
+  shaped (N, 1, 1, 40); its own test set is the test split, validation carved
+  from its train part.
 - cifar10 / cifar100: the python-pickle files under `data_dir`
   (`cifar-10-batches-py/`, `cifar-100-python/`), read directly.
 - tinyimagenet: an ImageFolder tree under `data_dir/tiny-imagenet-200/`; see
@@ -28,7 +29,6 @@ import functools
 import importlib.util
 import os
 import pickle
-import random
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainables import mnist1d_file
 from trainables.masking import SpectrogramMasking
 
 IMAGE_DATASETS: tuple[str, ...] = ("digits", "mnist1d", "cifar10", "cifar100", "tinyimagenet")
@@ -389,28 +390,15 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 @functools.lru_cache(maxsize=1)
 def _mnist1d() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """MNIST-1D train (4000) and test (1000) as (N, 1, 1, 40) float32, built offline once.
-
-    `make_dataset` reseeds Python's and NumPy's global generators with its own
-    fixed seed; their states are restored so loading data never changes a run's
-    other random streams.
-    """
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    py_state, np_state = random.getstate(), np.random.get_state()
-    try:
-        built = make_dataset(get_dataset_args())
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
+    """MNIST-1D train (4000) and test (1000) as (N, 1, 1, 40) float32, from the shipped file
+    (`trainables.mnist1d_file`: the `mnist1d` package's fixed build, without its 2 s)."""
+    arrays = mnist1d_file.load()
 
     def images(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a).to(torch.float32).reshape(len(a), 1, 1, -1)
+        return torch.from_numpy(a).reshape(len(a), 1, 1, -1)
 
-    def labels(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a).long()
-
-    return images(built["x"]), labels(built["y"]), images(built["x_test"]), labels(built["y_test"])
+    labels = torch.from_numpy
+    return images(arrays["x"]), labels(arrays["y"]), images(arrays["x_test"]), labels(arrays["y_test"])
 
 
 def _load_cifar(
