@@ -54,6 +54,10 @@ from trainables.version import code_version
 __all__ = ["SweepError", "SweepInterrupted", "SweepOptions", "SweepStopped", "run_sweep"]
 
 TUNER_FILE = "tuner.pkl"
+# How long a trial's epochs may be buffered in its actor before Tune sees them (see `_run`),
+# and how many at most: short epochs arrive a rung at a time, long ones one by one.
+RESULT_BUFFER_S = 2.0
+RESULT_BUFFER_EPOCHS = 100
 # Options about where a sweep runs rather than what it computes: a resume applies them
 # when they are given (in the Python API: set explicitly on the options passed in).
 RUNTIME_OPTIONS = ("address", "min_free_mb", "tracking_timeout_s")
@@ -197,8 +201,11 @@ def build_tuner(options: SweepOptions, sweep_dir: Path, monitor: Any, *, resume:
             progress_reporter=progress_reporter(options, sweep_dir),
             verbose=1,
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            # The Trainable asks for its own checkpoints, at rungs and on its last result
+            # (`trainables.trial_plan`); Tune's checkpoint_at_end would only repeat that, and
+            # it turns off result buffering (see `_run`).
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=0,
-                                                    checkpoint_at_end=True),
+                                                    checkpoint_at_end=False),
         ),
     )
 
@@ -299,6 +306,13 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
     # taken from the trials beside it; MLflow holds every metric and `result.json` (the JSON
     # logger, added in `build_tuner`) is what a resume reads.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # A trial's actor keeps training for up to RESULT_BUFFER_S before Tune sees its epochs,
+    # instead of idling through one driver round trip per epoch. Tune's buffer ends at every
+    # result that asks for a checkpoint (ASHA's rungs, the last epoch) and at `done`, so
+    # ASHA still decides at each rung before the trial trains past it, and nothing it stops
+    # trains an epoch more. Epochs longer than RESULT_BUFFER_S are reported one by one.
+    os.environ.setdefault("TUNE_RESULT_BUFFER_LENGTH", str(RESULT_BUFFER_EPOCHS))
+    os.environ.setdefault("TUNE_RESULT_BUFFER_MIN_TIME_S", str(RESULT_BUFFER_S))
     started_ray = not ray.is_initialized()
     if started_ray:
         # Ray prestarts idle workers for the first driver, but Tune's trial actors never use

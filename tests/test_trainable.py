@@ -76,6 +76,18 @@ def test_sweep_key_sets_checkpoint_and_test_epochs():
     trainable.stop()
 
 
+def test_buffered_training_ends_at_every_rung_and_at_the_end():
+    """The sweep lets Tune buffer a trial's epochs in its actor (`search.sweep.RESULT_BUFFER_S`);
+    Tune ends a buffer at a result that asks for a checkpoint, so ASHA still sees each rung
+    before the trial trains past it."""
+    sweep = {"checkpoint_epochs": [2], "stage": "search"}
+    trainable = RegimeTrainable(config={**CONFIG, "epochs": 5, "sweep": sweep})
+    buffers = [trainable.train_buffered(buffer_time_s=60, max_buffer_length=100) for _ in range(2)]
+    assert [[result["epoch"] for result in buffer] for buffer in buffers] == [[1, 2], [3, 4, 5]]
+    assert [result["done"] for result in buffers[1]] == [False, False, True]
+    trainable.stop()
+
+
 def test_restored_trial_continues_bit_identically(tmp_path):
     config = {**CONFIG, "sweep": {"checkpoint_epochs": [1], "test_epochs": [2]}}
     original = RegimeTrainable(config=config)
@@ -138,5 +150,6 @@ def test_divergence_is_reported_and_ends_the_trial():
     )
     result = trainable.train()
     assert result["diverged"] and result["done"] and result["epoch"] == 1
+    assert result["should_checkpoint"]  # its last result: Tune keeps the trial's end
     assert math.isfinite(result["train_loss"])  # exploding, not yet NaN: trainables.divergence
     trainable.stop()

@@ -5,9 +5,10 @@ tests without Ray; `trainables.RegimeTrainable` loads this module on demand.
 
 Checkpoints are written only when the result asks for them
 (`should_checkpoint`): at the epochs the sweep names under the config key
-`"sweep"` (ASHA's rungs) and after the last epoch, never by a per-epoch
-frequency. A ResNet-18 checkpoint (about 85 MiB) would otherwise stall a fast
-GPU epoch; a trial restored after a crash continues exactly from its last one.
+`"sweep"` (ASHA's rungs) and on the trial's last result (its last epoch, or
+the epoch it diverged), never by a per-epoch frequency. A ResNet-18
+checkpoint (about 85 MiB) would otherwise stall a fast GPU epoch; a trial
+restored after a crash continues exactly from its last one.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class RegimeTrainable(tune.Trainable):
         epoch = self.trainer.epoch + 1
         report = self.trainer.train_epoch(test=self.plan.test_due(epoch))
         self.train_seconds += report.epoch_seconds
+        done = report.diverged or self.trainer.finished
         result = {
             **report.metrics(),
             "rate_trace": rate_trace_columns(report),
@@ -87,8 +89,8 @@ class RegimeTrainable(tune.Trainable):
             "num_classes": self.trainer.data.num_classes,  # chance = 1 / num_classes, for the verdict
             "device": str(self.trainer.device),
             "node_id": ray.get_runtime_context().get_node_id(),
-            "should_checkpoint": self.plan.checkpoint_due(epoch, last=self.trainer.finished),
-            "done": report.diverged or self.trainer.finished,
+            "should_checkpoint": self.plan.checkpoint_due(epoch, last=done),
+            "done": done,
         }
         if report.test_correct is not None:
             result["test_correct"] = pack_correct(report.test_correct)
