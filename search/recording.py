@@ -26,7 +26,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from search import schema
 from search.balanced_search import SWEEP_KEY
 from search.run_labels import mark_end_state, mark_leader, parent_run_name, trial_run_name
-from search.tracking_store import open_experiment
+from search.tracking_store import PreparedStore, open_experiment
 from search.verdicts import DatasetOutcome, config_metadata, description, verdict_record
 from search.writer import BackgroundWriter
 from trainables.config import RunConfig
@@ -113,12 +113,12 @@ class SweepRecorder:
 
     def __init__(self, *, tracking_uri: str, experiment: str, sweep_id: str,
                  writer: BackgroundWriter | None = None, warn: Callable[[str], None] = print,
-                 patience_s: float = 120.0):
+                 patience_s: float = 120.0, prepared: PreparedStore | None = None):
         self.tracking_uri = tracking_uri
         self.sweep_id = sweep_id
         self._run_ids: dict[str, str] = {}  # trial id -> run id (writer thread only)
         self._logged: dict[str, set[int]] = {}  # trial id -> epochs stored (writer thread only)
-        self.client, self.experiment_id = open_experiment(tracking_uri, experiment)
+        self.client, self.experiment_id = open_experiment(tracking_uri, experiment, prepared)
         self.writer = writer or BackgroundWriter(store=tracking_uri, patience_s=patience_s, warn=warn)
 
     # -- finding and creating runs (any thread) ------------------------------------------

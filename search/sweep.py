@@ -294,6 +294,7 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
         sigterm_as_ctrl_c,
     )
     from search.recording import SweepRecorder
+    from search.tracking_store import PreparedStore
 
     storage_path = Path(options.storage_path)
     sweep_dir = storage_path / sweep_id
@@ -313,21 +314,23 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
     # trains an epoch more. Epochs longer than RESULT_BUFFER_S are reported one by one.
     os.environ.setdefault("TUNE_RESULT_BUFFER_LENGTH", str(RESULT_BUFFER_EPOCHS))
     os.environ.setdefault("TUNE_RESULT_BUFFER_MIN_TIME_S", str(RESULT_BUFFER_S))
+    prepared = PreparedStore.start(options.tracking_uri)  # a new store's tables, while Ray starts
     started_ray = not ray.is_initialized()
-    if started_ray:
-        # Ray prestarts idle workers for the first driver, but Tune's trial actors never use
-        # them (Tune gives its actors their own runtime env): two Python start-ups, about
-        # 2 CPU-seconds, taken from the start-up of a local runtime for nothing.
-        os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
-        # "local" always starts a fresh runtime; None would join a running `ray start` cluster.
-        ray.init(address=options.address or "local", include_dashboard=False, log_to_driver=False)
     recorder = monitor = None
     try:
+        if started_ray:
+            # Ray prestarts idle workers for the first driver, but Tune's trial actors never use
+            # them (Tune gives its actors their own runtime env): two Python start-ups, about
+            # 2 CPU-seconds, taken from the start-up of a local runtime for nothing.
+            os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
+            # "local" always starts a fresh runtime; None would join a running `ray start` cluster.
+            ray.init(address=options.address or "local", include_dashboard=False, log_to_driver=False)
         with sigterm_as_ctrl_c(on_interrupt=lambda: _interrupted_early(sweep_id, monitor, hint)):
             check_cluster_resources(options)
             try:
                 recorder = SweepRecorder(tracking_uri=options.tracking_uri, experiment=options.experiment,
-                                         sweep_id=sweep_id, warn=_warn, patience_s=options.tracking_timeout_s)
+                                         sweep_id=sweep_id, warn=_warn, patience_s=options.tracking_timeout_s,
+                                         prepared=prepared)
                 version_now, record = code_version(), protocol(options) | (warm.protocol() if warm else {})
                 parents = {
                     dataset: recorder.parent_run(dataset=dataset, model=options.model, regimes=options.regimes,
@@ -405,6 +408,8 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
             monitor.close()
         if recorder is not None:
             recorder.writer.close()
+        if prepared is not None:
+            prepared.discard()
         if started_ray:
             ray.shutdown()
 
