@@ -15,16 +15,18 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 
-def sqlite_folder(tracking_uri: str) -> Path:
-    return Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a sqlite store (as the URI gives it); None for a tracking server."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///"))
 
 
 def artifact_location(tracking_uri: str) -> str | None:
     """Artifacts of a sqlite store sit beside the database (`mlruns/`), not in the
     current folder; a server decides for itself (None)."""
-    if tracking_uri.startswith("sqlite:///"):
-        return (sqlite_folder(tracking_uri) / "mlruns").as_uri()
-    return None
+    database = sqlite_path(tracking_uri)
+    return None if database is None else (database.resolve().parent / "mlruns").as_uri()
 
 
 @contextlib.contextmanager
@@ -36,12 +38,13 @@ def store_lock(tracking_uri: str) -> Iterator[None]:
     experiment. The lock is on the database's folder itself, so nothing extra
     is left beside the database.
     """
-    if not tracking_uri.startswith("sqlite:///"):
+    database = sqlite_path(tracking_uri)
+    if database is None:
         yield
         return
     import fcntl
 
-    descriptor = os.open(sqlite_folder(tracking_uri), os.O_RDONLY)
+    descriptor = os.open(database.resolve().parent, os.O_RDONLY)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
@@ -79,10 +82,8 @@ class PreparedStore:
     @classmethod
     def start(cls, tracking_uri: str) -> PreparedStore | None:
         """Start preparing when `tracking_uri` names a sqlite store that does not exist yet."""
-        if not tracking_uri.startswith("sqlite:///"):
-            return None
-        target = Path(tracking_uri.removeprefix("sqlite:///"))
-        if target.exists():
+        target = sqlite_path(tracking_uri)
+        if target is None or target.exists():
             return None
         # The thread imports MLflow's store (sqlalchemy, alembic, its migrations) while the
         # main thread imports Ray's start-up: no module in common, so no import lock shared
