@@ -7,13 +7,18 @@ found again by its tags, so a resumed trial keeps its run. After any stop,
 `reconcile` makes the records agree with the trials Tune restored: missed
 epochs are written from Tune's own results, finished trials are closed with
 their end state, and runs of trials Tune never saved are closed as `lost`.
-Names and rules: `search.schema`.
+
+A trial's epochs, tags and end gather in one batch while the writer is busy
+and go to the store in one call: every store call costs the driver CPU that
+the trials beside it on the same machine would otherwise use, and Tune hands
+over buffered epochs in bursts. Names and rules: `search.schema`.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from search import schema
 from search.balanced_search import SWEEP_KEY
-from search.run_labels import mark_end_state, mark_leader, parent_run_name, trial_run_name
+from search.run_labels import ended_run_name, mark_leader, parent_run_name, trial_run_name
 from search.tracking_store import PreparedStore, open_experiment
 from search.verdicts import DatasetOutcome, config_metadata, description, verdict_record
 from search.writer import BackgroundWriter
@@ -87,6 +93,15 @@ class TrialRecord:
     history: list[Mapping[str, Any]] = field(default_factory=list)  # results, oldest first
 
 
+@dataclass
+class TrialWrites:
+    """A trial's writes gathered while the writer is busy, sent in one store call."""
+
+    results: list[Mapping[str, Any]] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    end: tuple[str, int] | None = None  # end state, end time (ms)
+
+
 def read_history(trial_path: str | None, last_result: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """A trial's results from its `result.json` in the storage path (plain JSON), one per epoch.
 
@@ -116,8 +131,13 @@ class SweepRecorder:
                  patience_s: float = 120.0, prepared: PreparedStore | None = None):
         self.tracking_uri = tracking_uri
         self.sweep_id = sweep_id
-        self._run_ids: dict[str, str] = {}  # trial id -> run id (writer thread only)
-        self._logged: dict[str, set[int]] = {}  # trial id -> epochs stored (writer thread only)
+        # writer thread only: trial id -> run id, its name, the epochs stored; creations tried
+        self._run_ids: dict[str, str] = {}
+        self._names: dict[str, str] = {}
+        self._logged: dict[str, set[int]] = {}
+        self._creating: set[str] = set()
+        self._lock = threading.Lock()
+        self._waiting: dict[str, TrialWrites] = {}  # trial id -> writes queued, not yet taken
         self.client, self.experiment_id = open_experiment(tracking_uri, experiment, prepared)
         self.writer = writer or BackgroundWriter(store=tracking_uri, patience_s=patience_s, warn=warn)
 
@@ -176,15 +196,27 @@ class SweepRecorder:
 
     def log_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
         """One epoch's metrics, unless the run already holds that epoch (a replay after a restore)."""
-        self.writer.submit(self._log_epoch, trial_id, dict(result))
+        with self._lock:
+            self._gather(trial_id).results.append(dict(result))
 
     def finish_trial(self, trial_id: str, state: str) -> None:
         """Tag how the trial ended and close its run, after its metrics."""
-        self.writer.submit(self._finish, trial_id, state, int(time.time() * 1000))
+        with self._lock:
+            self._gather(trial_id).end = (state, int(time.time() * 1000))
 
     def tag_trial(self, trial_id: str, tags: Mapping[str, str]) -> None:
         """Set tags on a trial's run, in order with its metrics."""
-        self.writer.submit(self._tag, trial_id, dict(tags))
+        with self._lock:
+            self._gather(trial_id).tags.update(tags)
+
+    def _gather(self, trial_id: str) -> TrialWrites:
+        """The trial's writes not yet taken by the writer; a new batch is queued when there are none.
+        Called under `_lock`."""
+        writes = self._waiting.get(trial_id)
+        if writes is None:
+            writes = self._waiting[trial_id] = TrialWrites()
+            self.writer.submit(self._write_gathered, trial_id, writes)
+        return writes
 
     def reconcile(self, trials: list[TrialRecord], parents: Mapping[str, str]) -> None:
         """Make the records agree with the trials Tune restored (queued before anything else)."""
@@ -196,19 +228,24 @@ class SweepRecorder:
 
     def _trial_run(self, parent_run_id: str, trial_id: str, config: Mapping[str, Any],
                    found: Any | None = None) -> str:
-        """The trial's child run, found by its tags after a resume (reopened), else created."""
+        """The trial's child run: created; or found by its tags (reopened) when a resume restored it
+        or when an earlier try to create it may have reached the store before failing."""
         if trial_id in self._run_ids:
             return self._run_ids[trial_id]
-        if found is None:
+        if found is None and trial_id in self._creating:
             runs = self.runs(**{schema.ROLE: schema.TRIAL, schema.TRIAL_ID: trial_id})
-            found = runs[0] if runs else None
+            if runs:  # created, but the answer was lost: perhaps before its params
+                found = runs[0]
+                self.client.log_batch(found.info.run_id, params=_params(run_config(config).to_params()))
         if found is not None:
             run_id = found.info.run_id
             if found.info.status != RunStatus.to_string(RunStatus.RUNNING):
                 self.client.update_run(run_id, status="RUNNING")
             history = self.client.get_metric_history(run_id, schema.VAL_ACC)
             self._logged[trial_id] = {metric.step for metric in history}
+            self._names[trial_id] = found.info.run_name or ""
         else:
+            self._creating.add(trial_id)
             run_id = self._create_trial_run(parent_run_id, trial_id, config)
             self._logged[trial_id] = set()
         self._run_ids[trial_id] = run_id
@@ -229,36 +266,52 @@ class SweepRecorder:
         }
         name = trial_run_name(regime=str(flat["regime"]), trial_id=trial_id, notes=notes, seed=flat["seed"])
         if stage == schema.CONFIRM:
-            source = self.find_run(**{schema.ROLE: schema.TRIAL, schema.TRIAL_ID: notes["source_trial"]})
+            source = self._run_ids.get(notes["source_trial"]) or \
+                self.find_run(**{schema.ROLE: schema.TRIAL, schema.TRIAL_ID: notes["source_trial"]})
             tags.update({schema.SEED: str(flat["seed"]), schema.RANK: str(notes["rank"]),
                          schema.SOURCE_RUN_ID: source or schema.NONE})
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        self._names[trial_id] = name
         self.client.log_batch(run.info.run_id, params=_params(run_config(config).to_params()))
         return run.info.run_id
 
-    def _log_epoch(self, trial_id: str, result: Mapping[str, Any]) -> None:
-        epoch = int(result["epoch"])
-        if trial_id not in self._run_ids or epoch in self._logged[trial_id]:
-            return
-        run_id = self._run_ids[trial_id]
-        metrics = result_metrics(result)
-        for start in range(0, len(metrics), MLFLOW_BATCH_LIMIT):
-            self.client.log_batch(run_id, metrics=metrics[start : start + MLFLOW_BATCH_LIMIT])
-        self._logged[trial_id].add(epoch)
+    def _write_gathered(self, trial_id: str, writes: TrialWrites) -> None:
+        """Take the trial's gathered writes (later ones start a new batch) and write them."""
+        with self._lock:
+            if self._waiting.get(trial_id) is writes:
+                del self._waiting[trial_id]
+        self._write(trial_id, writes)
 
-    def _tag(self, trial_id: str, tags: Mapping[str, str]) -> None:
-        run_id = self._run_ids.get(trial_id)
-        if run_id is not None:
-            self.client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
-
-    def _finish(self, trial_id: str, state: str, ended_ms: int) -> None:
+    def _write(self, trial_id: str, writes: TrialWrites) -> None:
+        """Epochs the run lacks (each with `val_acc` last, so an epoch whose `val_acc` is stored was
+        stored whole), tags, and the end: its state, the name saying how it ended, the status."""
         run_id = self._run_ids.get(trial_id)
         if run_id is None:
             return
-        self.client.set_tag(run_id, schema.END_STATE, state)
-        self.client.set_terminated(run_id, status="FAILED" if state == schema.ERRORED else "FINISHED",
-                                   end_time=ended_ms)
-        mark_end_state(self.client, run_id, state)  # e.g. "lerac · trial 4 (stopped@3)"
+        fresh: dict[int, Mapping[str, Any]] = {}
+        for result in writes.results:
+            if int(result["epoch"]) not in self._logged[trial_id]:
+                fresh.setdefault(int(result["epoch"]), result)
+        metrics = [metric for epoch in sorted(fresh) for metric in result_metrics(fresh[epoch])]
+        tags = dict(writes.tags)
+        if writes.end is not None:
+            state = writes.end[0]
+            tags[schema.END_STATE] = state
+            name = self._names.get(trial_id) or self.client.get_run(run_id).info.run_name or ""
+            ended = ended_run_name(name, state, max(self._logged[trial_id] | fresh.keys(), default=0))
+            if ended != name:
+                tags[MLFLOW_RUN_NAME] = self._names[trial_id] = ended
+        chunks = [metrics[start : start + MLFLOW_BATCH_LIMIT] for start in range(0, len(metrics), MLFLOW_BATCH_LIMIT)]
+        chunks = chunks or ([[]] if tags else [])
+        for index, chunk in enumerate(chunks):
+            last = index == len(chunks) - 1  # the tags (the end state among them) after every metric
+            self.client.log_batch(run_id, metrics=chunk,
+                                  tags=[RunTag(key, value) for key, value in tags.items()] if last else [])
+        self._logged[trial_id] |= fresh.keys()
+        if writes.end is not None:
+            state, ended_ms = writes.end
+            self.client.set_terminated(run_id, status="FAILED" if state == schema.ERRORED else "FINISHED",
+                                       end_time=ended_ms)
 
     def _reconcile(self, trials: list[TrialRecord], parents: Mapping[str, str]) -> None:
         runs = {run.data.tags.get(schema.TRIAL_ID): run for run in self.runs(**{schema.ROLE: schema.TRIAL})}
@@ -276,12 +329,11 @@ class SweepRecorder:
                     and run.data.tags.get(schema.END_STATE) == trial.end_state):
                 continue  # closed after its last write: the writer writes in order
             self._trial_run(parents[trial.config["dataset"]], trial.trial_id, trial.config, found=run)
-            for result in trial.history:
-                self._log_epoch(trial.trial_id, result)
+            end = None
             if trial.finished:
                 last = trial.history[-1].get("timestamp") if trial.history else None
-                self._finish(trial.trial_id, trial.end_state or schema.ERRORED,
-                             int(float(last) * 1000) if last else int(time.time() * 1000))
+                end = (trial.end_state or schema.ERRORED, int(float(last) * 1000) if last else int(time.time() * 1000))
+            self._write(trial.trial_id, TrialWrites(results=list(trial.history), end=end))
 
     # -- the verdict (on the writer thread, after every trial's records) -----------------
     def _log_json(self, run_id: str, name: str, content: Any) -> None:

@@ -61,15 +61,6 @@ def leader_run_name(name: str) -> str:
     return name if name.startswith(STAR) else STAR + name
 
 
-def mark_end_state(client: Any, run_id: str, state: str) -> None:
-    """Append the end state to a finished trial's run name (after its metrics are written)."""
-    run = client.get_run(run_id)
-    epoch = max((m.step for m in client.get_metric_history(run_id, schema.VAL_ACC)), default=0)
-    name = ended_run_name(run.info.run_name or "", state, epoch)
-    if name != run.info.run_name:
-        client.update_run(run_id, name=name)
-
-
 def mark_leader(client: Any, run_id: str, *, winner: bool) -> None:
     """Star the search trial whose config leads its dataset; tag it leader (and winner)."""
     client.set_tag(run_id, schema.LEADER, "true")
