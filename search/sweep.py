@@ -293,6 +293,7 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
         quiet_faults,
         sigterm_as_ctrl_c,
     )
+    from search.local_runtime import stop_local_runtime
     from search.recording import SweepRecorder
     from search.tracking_store import PreparedStore
 
@@ -411,7 +412,7 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
         if prepared is not None:
             prepared.discard()
         if started_ray:
-            ray.shutdown()
+            stop_local_runtime()
 
 
 def _interrupted_early(sweep_id: str, monitor: Any, hint: str) -> SweepInterrupted:
