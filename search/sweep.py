@@ -286,6 +286,7 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
     """The sweep once its options and saved state are known to be good."""
     import ray
 
+    from search.local_runtime import stop_local_runtime
     from search.monitor import (
         StopSweep,
         SweepMonitor,
@@ -293,7 +294,6 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
         quiet_faults,
         sigterm_as_ctrl_c,
     )
-    from search.local_runtime import stop_local_runtime
     from search.recording import SweepRecorder
     from search.tracking_store import PreparedStore
 
