@@ -300,7 +300,7 @@ class SweepRecorder:
             name = self._names.get(trial_id) or self.client.get_run(run_id).info.run_name or ""
             ended = ended_run_name(name, state, max(self._logged[trial_id] | fresh.keys(), default=0))
             if ended != name:
-                tags[MLFLOW_RUN_NAME] = self._names[trial_id] = ended
+                tags[MLFLOW_RUN_NAME] = ended  # kept as the name once stored (a retry renames again)
         chunks = [metrics[start : start + MLFLOW_BATCH_LIMIT] for start in range(0, len(metrics), MLFLOW_BATCH_LIMIT)]
         chunks = chunks or ([[]] if tags else [])
         for index, chunk in enumerate(chunks):
@@ -308,6 +308,8 @@ class SweepRecorder:
             self.client.log_batch(run_id, metrics=chunk,
                                   tags=[RunTag(key, value) for key, value in tags.items()] if last else [])
         self._logged[trial_id] |= fresh.keys()
+        if MLFLOW_RUN_NAME in tags:
+            self._names[trial_id] = tags[MLFLOW_RUN_NAME]
         if writes.end is not None:
             state, ended_ms = writes.end
             self.client.set_terminated(run_id, status="FAILED" if state == schema.ERRORED else "FINISHED",

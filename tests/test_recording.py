@@ -26,12 +26,16 @@ class CountingClient:
         self.client = client
         self.calls: collections.Counter[str] = collections.Counter()
         self.fail_after: dict[str, int] = {}  # method -> how many more calls fail after reaching the store
+        self.fail_before: dict[str, int] = {}  # method -> how many more calls fail before reaching it
 
     def __getattr__(self, name: str) -> Any:
         real = getattr(self.client, name)
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             self.calls[name] += 1
+            if self.fail_before.get(name):
+                self.fail_before[name] -= 1
+                raise ConnectionError("the store did not answer")
             result = real(*args, **kwargs)
             if self.fail_after.get(name):
                 self.fail_after[name] -= 1
@@ -116,3 +120,18 @@ def test_a_creation_retried_after_its_answer_was_lost_finds_its_run_instead_of_m
     assert [m.step for m in recorder.client.get_metric_history(run.info.run_id, schema.VAL_ACC)] == [1]
     assert run.info.run_name == "conventional · trial 4 (stopped@1)"
     assert run.data.params["lr"] == "0.05", "the params the lost answer cut off were written on the retry"
+
+
+def test_an_end_whose_write_failed_is_written_whole_on_the_retry(recorder):
+    recorder.start_trial(parent_run_id=recorder.parent, trial_id="t1", config=CONFIG)
+    recorder.flush()
+    recorder.client.fail_before["log_batch"] = 1
+    recorder.log_result("t1", result(1))
+    recorder.log_result("t1", result(2))
+    recorder.finish_trial("t1", schema.DIVERGED)
+    recorder.flush()
+
+    (run,) = trial_runs(recorder, "t1")
+    assert [m.step for m in recorder.client.get_metric_history(run.info.run_id, schema.VAL_ACC)] == [1, 2]
+    assert run.info.run_name == "conventional · trial 4 (diverged@2)"
+    assert run.data.tags[schema.END_STATE] == schema.DIVERGED
