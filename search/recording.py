@@ -236,7 +236,7 @@ class SweepRecorder:
             runs = self.runs(**{schema.ROLE: schema.TRIAL, schema.TRIAL_ID: trial_id})
             if runs:  # created, but the answer was lost: perhaps before its params
                 found = runs[0]
-                self.client.log_batch(found.info.run_id, params=_params(run_config(config).to_params()))
+                self._log_params(found.info.run_id, config)
         if found is not None:
             run_id = found.info.run_id
             if found.info.status != RunStatus.to_string(RunStatus.RUNNING):
@@ -272,8 +272,11 @@ class SweepRecorder:
                          schema.SOURCE_RUN_ID: source or schema.NONE})
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self._names[trial_id] = name
-        self.client.log_batch(run.info.run_id, params=_params(run_config(config).to_params()))
+        self._log_params(run.info.run_id, config)
         return run.info.run_id
+
+    def _log_params(self, run_id: str, config: Mapping[str, Any]) -> None:
+        self.client.log_batch(run_id, params=_params(run_config(config).to_params()))
 
     def _write_gathered(self, trial_id: str, writes: TrialWrites) -> None:
         """Take the trial's gathered writes (later ones start a new batch) and write them."""
