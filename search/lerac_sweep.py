@@ -14,13 +14,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+if __name__ == "__main__":  # Ray's runtime starts while the modules below are imported
+    from search.launch import main as launch
+
+    sys.exit(launch())
+
+from pydantic import ValidationError  # noqa: E402
+
 from search import schema  # noqa: E402
 from search.checks import SweepError  # noqa: E402
+from search.local_runtime import EarlyStart  # noqa: E402
 from search.options import SweepOptions, first_error  # noqa: E402
 from search.sweep import SweepInterrupted, SweepStopped, absolute, run_sweep  # noqa: E402
 from search.sweep_file import SweepFileError, options_with_file  # noqa: E402
@@ -190,10 +196,11 @@ def resume_options(args: argparse.Namespace, argv: Sequence[str] | None) -> tupl
     return passed, stored
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, early: EarlyStart | None = None) -> int:
     """Exit 0 with a trustworthy verdict per dataset; 1 when a dataset has none; 2 for bad
     input; 75 when a fault (full disk, failing tracking store) stopped it; 130 when
-    interrupted. The last three print one line that says how to continue."""
+    interrupted. The last three print one line that says how to continue. `early`: a
+    local runtime already starting (`search.launch`), for the sweep to use."""
     from search.progress import summary_table
 
     skip_final_collection()
@@ -205,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = shown = options_with_file(args.config, given_options(argv))
         else:
             options = shown = options_from_args(args)
-        outcomes = run_sweep(options, resume=args.resume, sweep_id=args.sweep_id, restart=args.restart)
+        outcomes = run_sweep(options, resume=args.resume, sweep_id=args.sweep_id, restart=args.restart,
+                             early=early)
     except (SweepError, SweepFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -223,5 +231,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if all(outcome.verdict.outcome in trustworthy for outcome in outcomes) else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,15 +12,111 @@ reaper. Only the processes this driver's `ray.init()` started are signalled,
 through the handles Ray keeps, never another runtime on the machine. The
 handles are Ray's private state; where a Ray version lacks them,
 `ray.shutdown()` does the whole job.
+
+Starting: `start_local_runtime` is the one way a sweep starts its own runtime,
+and `EarlyStart` runs it on a thread while the driver is still importing the
+sweep (`search.launch`).
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
 import subprocess
+import threading
 import time
 from typing import Any
 
 GRACE_S = 1.0  # what ray.shutdown() gives each process after SIGTERM, here shared by a stage
+
+# What `ray.init()` imports on its way (usage stats, the dashboard's dependency check, the
+# autoscaler's logger, pynvml's library lookup): imported before `EarlyStart`'s thread
+# begins, so that while it starts Ray it imports only Ray's own internals, none of which
+# the driver imports meanwhile. Two threads importing one module at once can meet on
+# Python's import locks; tests/test_launch.py checks that the two sets stay apart.
+RAY_START_IMPORTS = (
+    "ray._common.usage.usage_lib",
+    "ray.dashboard.optional_deps",
+    "ray.autoscaler._private.cli_logger",
+    "ctypes.util",
+    "optparse",
+)
+STARTING_THREAD = "start-ray-runtime"
+
+
+def start_local_runtime() -> None:
+    """Start a fresh Ray runtime on this machine for this driver, without the dashboard."""
+    import ray
+
+    # "local" always starts a fresh runtime; None would join a running `ray start` cluster.
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+
+
+def _not_the_starting_threads_signal_warning(record: logging.LogRecord) -> bool:
+    """Log filter: Ray warns that a thread other than the main one sets no SIGTERM handler;
+    the sweep sets its own (`search.monitor.sigterm_as_ctrl_c`)."""
+    return not (record.threadName == STARTING_THREAD and "SIGTERM handler" in record.getMessage())
+
+
+class EarlyStart:
+    """A local runtime started on a thread while the main thread goes on importing.
+
+    The sweep's driver spends about 4 s of one core importing torch, Ray Tune,
+    MLflow and SciPy and checking its input; Ray's start-up takes 2.5-4 s, much
+    of it waiting on processes that run on the other core. One after the other
+    they left a core idle for seconds before the first trial.
+
+    The thread lives until `stop`: Ray binds each process it starts to the
+    thread that started it (Linux's parent-death signal is per thread), so the
+    runtime would be killed the moment a finished thread exited.
+    """
+
+    def __init__(self) -> None:
+        self._error: BaseException | None = None
+        self._up = threading.Event()
+        self._release = threading.Event()
+        self._stopped = False
+        # A daemon: should the driver exit without `stop`, Ray's processes end with it.
+        self._thread = threading.Thread(target=self._start, name=STARTING_THREAD, daemon=True)
+
+    @classmethod
+    def start(cls) -> EarlyStart:
+        """Begin starting the runtime (the environment must already be set, see
+        `search.tune_environment`)."""
+        for module in RAY_START_IMPORTS:
+            importlib.import_module(module)
+        worker_log = logging.getLogger("ray._private.worker")
+        if _not_the_starting_threads_signal_warning not in worker_log.filters:
+            worker_log.addFilter(_not_the_starting_threads_signal_warning)
+        early = cls()
+        early._thread.start()
+        return early
+
+    def _start(self) -> None:
+        try:
+            start_local_runtime()
+        except BaseException as error:  # noqa: BLE001 - raised again by `wait`, on the main thread
+            self._error = error
+        self._up.set()
+        self._release.wait()
+
+    def wait(self) -> None:
+        """Return once the runtime is up; raise what starting it raised."""
+        self._up.wait()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        """End the runtime (once its start has finished), then the thread; again, nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._up.wait()
+        try:
+            stop_local_runtime()  # also after a failed start: Ray may have started some processes
+        finally:
+            self._release.set()
+            self._thread.join()
 
 
 def _started_processes() -> tuple[Any, dict[str, list[subprocess.Popen]]] | None:

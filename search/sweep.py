@@ -20,7 +20,6 @@ restored; a state that cannot be restored is refused with the way out:
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 import uuid
@@ -41,11 +40,13 @@ from search.balanced_search import (
 from search.checks import SweepError, check_cluster_resources, validate_options
 from search.disk import check_free_space, watched_folders
 from search.integrity import Seal, StateRefused, load_key
+from search.local_runtime import EarlyStart
 from search.mlflow_view import publish_view
 from search.options import METRIC, SweepOptions
 from search.spaces import SearchSpace, describe_space
 from search.state import load_state, save_state, saved_trial_count, set_aside
 from search.sweep_file import attach_sweep_file
+from search.tune_environment import set_sweep_environment
 from search.verdicts import DatasetOutcome, TrialOutcome, dataset_outcomes
 from search.warm_start import WarmStart, load_warm_start
 from search.writer import StoreFailed, bound_http_retries, one_line
@@ -54,10 +55,6 @@ from trainables.version import code_version
 __all__ = ["SweepError", "SweepInterrupted", "SweepOptions", "SweepStopped", "run_sweep"]
 
 TUNER_FILE = "tuner.pkl"
-# How long a trial's epochs may be buffered in its actor before Tune sees them (see `_run`),
-# and how many at most: short epochs arrive a rung at a time, long ones one by one.
-RESULT_BUFFER_S = 2.0
-RESULT_BUFFER_EPOCHS = 100
 # Options about where a sweep runs rather than what it computes: a resume applies them
 # when they are given (in the Python API: set explicitly on the options passed in).
 RUNTIME_OPTIONS = ("address", "min_free_mb", "tracking_timeout_s")
@@ -241,7 +238,7 @@ def unfinished_work(outcomes: list[TrialOutcome], options: SweepOptions) -> str 
 
 
 def run_sweep(options: SweepOptions, *, resume: bool = False, sweep_id: str | None = None,
-              restart: bool = False) -> list[DatasetOutcome]:
+              restart: bool = False, early: EarlyStart | None = None) -> list[DatasetOutcome]:
     """Run (or, with resume, continue) a sweep; returns each dataset's outcome and verdict.
 
     With resume, the sweep `sweep_id` (default: the one started last) under
@@ -250,7 +247,8 @@ def run_sweep(options: SweepOptions, *, resume: bool = False, sweep_id: str | No
     under the same id. Raises SweepError for bad input or a state that cannot
     be resumed, before any trial or record is created; SweepInterrupted when
     stopped before the end (nothing finished is lost); SweepStopped when a
-    fault stopped it.
+    fault stopped it. `early`, a local runtime started while the caller imported this
+    module (`search.launch`), is used (and stopped) instead of starting another.
     """
     if restart and not resume:
         raise SweepError("--restart starts an interrupted sweep again: use it with --resume")
@@ -278,15 +276,16 @@ def run_sweep(options: SweepOptions, *, resume: bool = False, sweep_id: str | No
     warm = (load_warm_start(storage_path, options.warm_start, groups(options))
             if options.warm_start and fresh else None)
     return _run(options, sweep_id=sweep_id, key=key, seal=seal, restored=restored,
-                resumed=resume, start_over=resume and fresh, warm=warm)
+                resumed=resume, start_over=resume and fresh, warm=warm, early=early)
 
 
 def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None, restored: int | None,
-         resumed: bool, start_over: bool, warm: WarmStart | None) -> list[DatasetOutcome]:
+         resumed: bool, start_over: bool, warm: WarmStart | None,
+         early: EarlyStart | None) -> list[DatasetOutcome]:
     """The sweep once its options and saved state are known to be good."""
     import ray
 
-    from search.local_runtime import stop_local_runtime
+    from search.local_runtime import start_local_runtime, stop_local_runtime
     from search.monitor import (
         StopSweep,
         SweepMonitor,
@@ -301,31 +300,19 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
     sweep_dir = storage_path / sweep_id
     hint = f"continue it with: {resume_command(storage_path, sweep_id)}"
     bound_http_retries()
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep the compact CLIReporter table
-    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Tune's CSV and TensorBoard loggers cost the driver a tenth of a core during the sweep,
-    # taken from the trials beside it; MLflow holds every metric and `result.json` (the JSON
-    # logger, added in `build_tuner`) is what a resume reads.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    # A trial's actor keeps training for up to RESULT_BUFFER_S before Tune sees its epochs,
-    # instead of idling through one driver round trip per epoch. Tune's buffer ends at every
-    # result that asks for a checkpoint (ASHA's rungs, the last epoch) and at `done`, so
-    # ASHA still decides at each rung before the trial trains past it, and nothing it stops
-    # trains an epoch more. Epochs longer than RESULT_BUFFER_S are reported one by one.
-    os.environ.setdefault("TUNE_RESULT_BUFFER_LENGTH", str(RESULT_BUFFER_EPOCHS))
-    os.environ.setdefault("TUNE_RESULT_BUFFER_MIN_TIME_S", str(RESULT_BUFFER_S))
+    set_sweep_environment()
+    if early is not None and options.address is not None:
+        raise ValueError("a runtime started early is local: it cannot serve a sweep on a cluster")
     prepared = PreparedStore.start(options.tracking_uri)  # a new store's tables, while Ray starts
-    started_ray = not ray.is_initialized()
+    started_ray = early is not None or not ray.is_initialized()
     recorder = monitor = None
     try:
-        if started_ray:
-            # Ray prestarts idle workers for the first driver, but Tune's trial actors never use
-            # them (Tune gives its actors their own runtime env): two Python start-ups, about
-            # 2 CPU-seconds, taken from the start-up of a local runtime for nothing.
-            os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
-            # "local" always starts a fresh runtime; None would join a running `ray start` cluster.
-            ray.init(address=options.address or "local", include_dashboard=False, log_to_driver=False)
+        if early is not None:
+            early.wait()
+        elif started_ray and options.address is None:
+            start_local_runtime()
+        elif started_ray:
+            ray.init(address=options.address, include_dashboard=False, log_to_driver=False)
         with sigterm_as_ctrl_c(on_interrupt=lambda: _interrupted_early(sweep_id, monitor, hint)):
             check_cluster_resources(options)
             try:
@@ -411,7 +398,9 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
             recorder.writer.close()
         if prepared is not None:
             prepared.discard()
-        if started_ray:
+        if early is not None:
+            early.stop()
+        elif started_ray:
             stop_local_runtime()
 
 

@@ -77,7 +77,7 @@ def test_sweep_key_sets_checkpoint_and_test_epochs():
 
 
 def test_buffered_training_ends_at_every_rung_and_at_the_end():
-    """The sweep lets Tune buffer a trial's epochs in its actor (`search.sweep.RESULT_BUFFER_S`);
+    """The sweep lets Tune buffer a trial's epochs in its actor (`search.tune_environment.RESULT_BUFFER_S`);
     Tune ends a buffer at a result that asks for a checkpoint, so ASHA still sees each rung
     before the trial trains past it."""
     sweep = {"checkpoint_epochs": [2], "stage": "search"}
