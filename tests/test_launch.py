@@ -76,11 +76,12 @@ def test_bad_input_is_refused_in_one_line_and_the_runtime_started_early_is_ended
     assert not (tmp_path / "ray").exists() and not (tmp_path / "mlflow.db").exists()
 
 
-# The modules each thread imports while both run, each measured in a fresh process from the
-# point where `EarlyStart.start` begins its thread: the starter's (`ray.init`) and the
-# driver's (up to `early.wait()` in search.sweep, on the default sweep's path).
+# The modules each thread imports while they run together, each measured in a fresh process
+# from the point where that thread begins: the starter's (`ray.init`, from `EarlyStart.start`),
+# the main thread's (up to `early.wait()` in search.sweep, on the default sweep's path) and
+# the store thread's (`search.tracking_store.PreparedStore`, started just before that wait).
 IMPORTS = textwrap.dedent("""
-    import json, sys
+    import json, os, sys
     import search.launch
     from search.local_runtime import RAY_START_IMPORTS
     if sys.argv[1] == "pre-imported":
@@ -89,15 +90,19 @@ IMPORTS = textwrap.dedent("""
             importlib.import_module(module)
     else:
         import ray
+    if sys.argv[2] == "store":
+        import search.lerac_sweep, search.monitor, search.recording, search.tracking_store
     before = set(sys.modules)
     if sys.argv[2] == "starter":
         from search.local_runtime import start_local_runtime, stop_local_runtime
         start_local_runtime()
         stop_local_runtime()
-        print(json.dumps(sorted(set(sys.modules) - before)))
+    elif sys.argv[2] == "store":
+        from mlflow.tracking import MlflowClient
+        MlflowClient(sys.argv[3]).search_experiments(max_results=1)
     else:
-        import os
         import search.local_runtime as local_runtime
+        import search.tracking_store as tracking_store
 
         class Recorder:
             @classmethod
@@ -109,12 +114,14 @@ IMPORTS = textwrap.dedent("""
                 os._exit(0)
 
         local_runtime.EarlyStart = search.launch.EarlyStart = Recorder
+        tracking_store.PreparedStore.start = classmethod(lambda cls, uri: None)  # measured apart
         search.launch.main(sys.argv[3:])
+    print(json.dumps(sorted(set(sys.modules) - before)))
 """)
 
 
 @pytest.mark.slow
-def test_the_thread_starting_ray_imports_no_module_the_driver_imports_meanwhile(tmp_path):
+def test_the_thread_starting_ray_imports_no_module_the_other_threads_import_meanwhile(tmp_path):
     def imported(*args: str) -> set[str]:
         done = subprocess.run([sys.executable, "-c", IMPORTS, *args], cwd=ROOT, capture_output=True,
                               text=True, timeout=300)
@@ -124,8 +131,10 @@ def test_the_thread_starting_ray_imports_no_module_the_driver_imports_meanwhile(
     sweep = ["--storage-path", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     starter = imported("pre-imported", "starter")
     driver = imported("pre-imported", "driver", *sweep)
-    assert starter and "torch" in driver and "ray.tune" in driver
+    store = imported("pre-imported", "store", f"sqlite:///{tmp_path / 'store.db'}")
+    assert starter and "torch" in driver and "ray.tune" in driver and "alembic" in store
     assert starter & driver == set()
+    assert starter & store == set()
     assert imported("ray-only", "starter") & imported("ray-only", "driver", *sweep)  # control
 
 
