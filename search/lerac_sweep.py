@@ -229,5 +229,3 @@ def main(argv: Sequence[str] | None = None, *, early: EarlyStart | None = None) 
     print(summary_table(outcomes, absolute(shown).tracking_uri, shown.experiment))
     trustworthy = (schema.WINNER, schema.TIE)
     return 0 if all(outcome.verdict.outcome in trustworthy for outcome in outcomes) else 1
-
-
