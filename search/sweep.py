@@ -303,7 +303,7 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
     set_sweep_environment()
     if early is not None and options.address is not None:
         raise ValueError("a runtime started early is local: it cannot serve a sweep on a cluster")
-    prepared = PreparedStore.start(options.tracking_uri)  # a new store's tables, while Ray starts
+    prepared = PreparedStore.start(options.tracking_uri)  # a new store's tables, beside Ray's start
     started_ray = early is not None or not ray.is_initialized()
     recorder = monitor = None
     try:

@@ -62,11 +62,12 @@ def _not_about_the_users_store(record: logging.LogRecord) -> bool:
 
 
 class PreparedStore:
-    """A new sqlite store's MLflow tables, built on a thread while Ray starts.
+    """A new sqlite store's MLflow tables, built on a thread while Ray starts (or finishes
+    starting, when `search.launch` started it early).
 
     MLflow creates a new sqlite store by running its whole migration history
-    (about 1.6 s on 2 cores), which would otherwise sit between Ray's start-up
-    and the first trial. The thread builds the tables in a private temporary
+    (about 1.6 s on 2 cores), which would otherwise wait for Ray's start-up to
+    end. The thread builds the tables in a private temporary
     folder; `open_experiment` copies that file into place, under `store_lock`,
     only if the store is still missing then. So a sweep refused before that
     leaves nothing beside the user's files, an existing store is never
