@@ -120,12 +120,15 @@ class EarlyStart:
 
 
 def _started_processes() -> tuple[Any, dict[str, list[subprocess.Popen]]] | None:
-    """The node ray.init() started in this process and its processes by kind; None if unknown."""
+    """The node ray.init() started in this process and its processes by kind; None if unknown, or
+    if this driver joined a cluster (`--address`): then only disconnecting is this process's to do,
+    and the cluster's spilled objects are not (Ray destroys them only for a head node)."""
     from ray._private import worker
 
     node = getattr(worker, "_global_node", None)
     groups = getattr(node, "all_processes", None)
-    if node is None or not isinstance(groups, dict) or not hasattr(node, "destroy_external_storage"):
+    if node is None or not isinstance(groups, dict) or not hasattr(node, "destroy_external_storage") \
+            or not getattr(node, "is_head", lambda: False)():
         return None
     handles = {kind: [getattr(info, "process", None) for info in infos] for kind, infos in groups.items()}
     if any(not isinstance(process, subprocess.Popen) for group in handles.values() for process in group):
