@@ -300,7 +300,7 @@ class SweepRecorder:
         if writes.end is not None:
             state = writes.end[0]
             tags[schema.END_STATE] = state
-            name = self._names.get(trial_id) or self.client.get_run(run_id).info.run_name or ""
+            name = self._names[trial_id]  # set with the run id (`_trial_run`)
             ended = ended_run_name(name, state, max(self._logged[trial_id] | fresh.keys(), default=0))
             if ended != name:
                 tags[MLFLOW_RUN_NAME] = ended  # kept as the name once stored (a retry renames again)
