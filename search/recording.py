@@ -8,10 +8,13 @@ found again by its tags, so a resumed trial keeps its run. After any stop,
 epochs are written from Tune's own results, finished trials are closed with
 their end state, and runs of trials Tune never saved are closed as `lost`.
 
-A trial's epochs, tags and end gather in one batch while the writer is busy
-and go to the store in one call: every store call costs the driver CPU that
-the trials beside it on the same machine would otherwise use, and Tune hands
-over buffered epochs in bursts. Names and rules: `search.schema`.
+A trial's epochs, tags and end gather in one batch until the trial ends, for
+at most `GATHER_S` (longer while the writer is busy), and go to the store in
+one call: every store call
+costs the driver CPU that the trials beside it on the same machine would
+otherwise use (about 6 ms of CPU per call on a sqlite store, where a trial
+epoch takes 0.1-0.3 s here), and Tune hands over buffered epochs in bursts.
+Names and rules: `search.schema`.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ MLFLOW_PARAM_LIMIT = 100  # and at most 100 params
 # number a Trainable reports becomes a metric without being listed anywhere.
 NOT_METRICS = frozenset({*AUTO_RESULT_KEYS, "epoch", "done", "should_checkpoint", "num_classes"})
 RATE_TRACE = "rate_trace"
+# How long a trial's first unwritten epoch may wait for later ones before its batch is written:
+# as long as Tune itself may hold epochs in the trial's actor (RESULT_BUFFER_S), so the MLflow
+# view lags at most twice that. A trial's end, and `flush`, write what is waiting at once.
+GATHER_S = 2.0
 CLOSED = frozenset({RunStatus.to_string(RunStatus.FINISHED), RunStatus.to_string(RunStatus.FAILED),
                     RunStatus.to_string(RunStatus.KILLED)})
 
@@ -95,11 +102,13 @@ class TrialRecord:
 
 @dataclass
 class TrialWrites:
-    """A trial's writes gathered while the writer is busy, sent in one store call."""
+    """A trial's writes gathered until it ends, for at most `GATHER_S` (longer while the writer is
+    busy), sent in one store call."""
 
     results: list[Mapping[str, Any]] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
     end: tuple[str, int] | None = None  # end state, end time (ms)
+    since: float = field(default_factory=time.monotonic)  # when the first of them was gathered
 
 
 def read_history(trial_path: str | None, last_result: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -137,7 +146,9 @@ class SweepRecorder:
         self._logged: dict[str, set[int]] = {}
         self._creating: set[str] = set()
         self._lock = threading.Lock()
+        self._gathered = threading.Condition(self._lock)  # notified at a trial's end and at `flush`
         self._waiting: dict[str, TrialWrites] = {}  # trial id -> writes queued, not yet taken
+        self._flushing = False  # while `flush` waits, nothing gathers longer (under `_lock`)
         self.client, self.experiment_id = open_experiment(tracking_uri, experiment, prepared)
         self.writer = writer or BackgroundWriter(store=tracking_uri, patience_s=patience_s, warn=warn)
 
@@ -203,6 +214,7 @@ class SweepRecorder:
         """Tag how the trial ended and close its run, after its metrics."""
         with self._lock:
             self._gather(trial_id).end = (state, int(time.time() * 1000))
+            self._gathered.notify_all()  # nothing follows a trial's end: its batch is complete
 
     def tag_trial(self, trial_id: str, tags: Mapping[str, str]) -> None:
         """Set tags on a trial's run, in order with its metrics."""
@@ -224,7 +236,14 @@ class SweepRecorder:
 
     def flush(self) -> None:
         """Wait until every queued write is in MLflow (StoreFailed if the store failed)."""
-        self.writer.flush()
+        with self._lock:
+            self._flushing = True
+            self._gathered.notify_all()
+        try:
+            self.writer.flush()
+        finally:
+            with self._lock:
+                self._flushing = False
 
     def _trial_run(self, parent_run_id: str, trial_id: str, config: Mapping[str, Any],
                    found: Any | None = None) -> str:
@@ -279,8 +298,12 @@ class SweepRecorder:
         self.client.log_batch(run_id, params=_params(run_config(config).to_params()))
 
     def _write_gathered(self, trial_id: str, writes: TrialWrites) -> None:
-        """Take the trial's gathered writes (later ones start a new batch) and write them."""
+        """Take the trial's gathered writes once they hold its end or are `GATHER_S` old (later ones
+        start a new batch) and write them. The writes queued behind wait too, none longer than its
+        own window."""
         with self._lock:
+            self._gathered.wait_for(lambda: writes.end is not None or self._flushing,
+                                    timeout=max(0.0, writes.since + GATHER_S - time.monotonic()))
             if self._waiting.get(trial_id) is writes:
                 del self._waiting[trial_id]
         self._write(trial_id, writes)

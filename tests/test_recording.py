@@ -1,17 +1,18 @@
-"""The recorder's store calls: a trial's writes gathered into one call, and retries that never
-duplicate a run (against a real sqlite store)."""
+"""The recorder's store calls: a trial's writes gathered into one call (for a while, or while the
+writer is busy), and retries that never duplicate a run (against a real sqlite store)."""
 
 from __future__ import annotations
 
 import collections
 import threading
+import time
 from typing import Any
 
 import pytest
 
 from search import schema
 from search.balanced_search import SWEEP_KEY
-from search.recording import SweepRecorder
+from search.recording import GATHER_S, SweepRecorder
 
 EPOCHS = 8
 CONFIG = {"regime": "conventional", "dataset": "digits", "model": "small_cnn", "epochs": EPOCHS, "seed": 0,
@@ -87,6 +88,32 @@ def test_a_trials_writes_gathered_while_the_writer_is_busy_go_to_the_store_in_on
     assert run.data.tags[schema.DEVICE] == "cpu"
     assert run.info.run_name == "conventional · trial 4 (stopped@5)"
     assert run.info.status == "FINISHED"
+
+
+def test_epochs_reported_one_by_one_to_an_idle_writer_go_in_one_call_and_the_end_at_once(recorder):
+    recorder.start_trial(parent_run_id=recorder.parent, trial_id="t1", config=CONFIG)
+    recorder.flush()
+    for epoch in range(1, 6):  # the writer is idle: without the window each epoch was one call
+        recorder.log_result("t1", result(epoch))
+        time.sleep(0.05)
+    (run,) = trial_runs(recorder, "t1")
+
+    def stored_epochs() -> list[int]:
+        return [metric.step for metric in recorder.client.get_metric_history(run.info.run_id, schema.VAL_ACC)]
+    deadline = time.monotonic() + GATHER_S + 10
+    while len(stored_epochs()) < 5 and time.monotonic() < deadline:  # written without a flush
+        time.sleep(0.1)
+    assert stored_epochs() == [1, 2, 3, 4, 5], "the gathered epochs were never written"
+    assert recorder.client.calls["log_batch"] == 2, "the params, then the five epochs at once"
+
+    recorder.log_result("t1", result(6))
+    ended = time.monotonic()
+    recorder.finish_trial("t1", schema.COMPLETED)  # nothing follows an end: no reason to wait
+    while recorder.client.get_run(run.info.run_id).info.status != "FINISHED" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert time.monotonic() - ended < GATHER_S, "the end waited out the window"
+    assert recorder.client.calls["log_batch"] == 3, "the last epoch and the end in one call"
+    assert stored_epochs() == [1, 2, 3, 4, 5, 6]
 
 
 def test_writes_after_the_writer_took_a_batch_go_in_the_next_one_in_order(recorder):
