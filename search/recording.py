@@ -203,7 +203,8 @@ class SweepRecorder:
 
     # -- trials (queued; run on the writer thread) ---------------------------------------
     def start_trial(self, *, parent_run_id: str, trial_id: str, config: Mapping[str, Any]) -> None:
-        self.writer.submit(self._trial_run, parent_run_id, trial_id, config)
+        """Queue the trial's run, stamped with this moment: the writer may reach it seconds later."""
+        self.writer.submit(self._trial_run, parent_run_id, trial_id, config, started_ms=int(time.time() * 1000))
 
     def log_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
         """One epoch's metrics, unless the run already holds that epoch (a replay after a restore)."""
@@ -246,7 +247,7 @@ class SweepRecorder:
                 self._flushing = False
 
     def _trial_run(self, parent_run_id: str, trial_id: str, config: Mapping[str, Any],
-                   found: Any | None = None) -> str:
+                   found: Any | None = None, started_ms: int | None = None) -> str:
         """The trial's child run: created; or found by its tags (reopened) when a resume restored it
         or when an earlier try to create it may have reached the store before failing."""
         if trial_id in self._run_ids:
@@ -265,12 +266,13 @@ class SweepRecorder:
             self._names[trial_id] = found.info.run_name or ""
         else:
             self._creating.add(trial_id)
-            run_id = self._create_trial_run(parent_run_id, trial_id, config)
+            run_id = self._create_trial_run(parent_run_id, trial_id, config, started_ms)
             self._logged[trial_id] = set()
         self._run_ids[trial_id] = run_id
         return run_id
 
-    def _create_trial_run(self, parent_run_id: str, trial_id: str, config: Mapping[str, Any]) -> str:
+    def _create_trial_run(self, parent_run_id: str, trial_id: str, config: Mapping[str, Any],
+                          started_ms: int | None) -> str:
         notes = config.get(SWEEP_KEY, {})
         stage = notes.get("stage", schema.SEARCH)
         flat = run_config(config).to_dict()
@@ -289,7 +291,7 @@ class SweepRecorder:
                 self.find_run(**{schema.ROLE: schema.TRIAL, schema.TRIAL_ID: notes["source_trial"]})
             tags.update({schema.SEED: str(flat["seed"]), schema.RANK: str(notes["rank"]),
                          schema.SOURCE_RUN_ID: source or schema.NONE})
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        run = self.client.create_run(self.experiment_id, start_time=started_ms, run_name=name, tags=tags)
         self._names[trial_id] = name
         self._log_params(run.info.run_id, config)
         return run.info.run_id

@@ -116,6 +116,19 @@ def test_epochs_reported_one_by_one_to_an_idle_writer_go_in_one_call_and_the_end
     assert stored_epochs() == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_trials_run_starts_when_the_trial_did_however_late_the_writer_reaches_it(recorder):
+    busy = threading.Event()
+    recorder.writer.submit(busy.wait, 30)  # e.g. another trial's epochs gathering
+    started_ms = int(time.time() * 1000)
+    recorder.start_trial(parent_run_id=recorder.parent, trial_id="t1", config=CONFIG)
+    time.sleep(1.0)
+    busy.set()
+    recorder.flush()
+
+    (run,) = trial_runs(recorder, "t1")
+    assert 0 <= run.info.start_time - started_ms < 500, "the start is when the writer got to it"
+
+
 def test_writes_after_the_writer_took_a_batch_go_in_the_next_one_in_order(recorder):
     recorder.start_trial(parent_run_id=recorder.parent, trial_id="t1", config=CONFIG)
     recorder.flush()
