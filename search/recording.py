@@ -10,11 +10,10 @@ their end state, and runs of trials Tune never saved are closed as `lost`.
 
 A trial's epochs, tags and end gather in one batch until the trial ends, for
 at most `GATHER_S` (longer while the writer is busy), and go to the store in
-one call: every store call
-costs the driver CPU that the trials beside it on the same machine would
-otherwise use (about 6 ms of CPU per call on a sqlite store, where a trial
-epoch takes 0.1-0.3 s here), and Tune hands over buffered epochs in bursts.
-Names and rules: `search.schema`.
+one call: every store call costs the driver CPU that the trials beside it on
+the same machine would otherwise use (about 6 ms of CPU per call on a sqlite
+store, where a trial epoch takes 0.1-0.3 s here), and Tune hands over
+buffered epochs in bursts. Names and rules: `search.schema`.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from search import schema
 from search.balanced_search import SWEEP_KEY
 from search.run_labels import ended_run_name, mark_leader, parent_run_name, trial_run_name
 from search.tracking_store import PreparedStore, open_experiment
+from search.tune_environment import RESULT_BUFFER_S
 from search.verdicts import DatasetOutcome, config_metadata, description, verdict_record
 from search.writer import BackgroundWriter
 from trainables.config import RunConfig
@@ -48,9 +48,9 @@ MLFLOW_PARAM_LIMIT = 100  # and at most 100 params
 NOT_METRICS = frozenset({*AUTO_RESULT_KEYS, "epoch", "done", "should_checkpoint", "num_classes"})
 RATE_TRACE = "rate_trace"
 # How long a trial's first unwritten epoch may wait for later ones before its batch is written:
-# as long as Tune itself may hold epochs in the trial's actor (RESULT_BUFFER_S), so the MLflow
-# view lags at most twice that. A trial's end, and `flush`, write what is waiting at once.
-GATHER_S = 2.0
+# as long as Tune itself may hold epochs in the trial's actor, so the MLflow view lags at most
+# twice that. A trial's end, and `flush`, write what is waiting at once.
+GATHER_S = RESULT_BUFFER_S
 CLOSED = frozenset({RunStatus.to_string(RunStatus.FINISHED), RunStatus.to_string(RunStatus.FAILED),
                     RunStatus.to_string(RunStatus.KILLED)})
 
