@@ -53,6 +53,32 @@ def store_lock(tracking_uri: str) -> Iterator[None]:
 
 
 PREPARING_THREAD = "prepare-mlflow-store"
+CACHE_DIR_ENV = "LERAC_CACHE_DIR"
+
+
+def store_template() -> Path:
+    """Where an empty store of the installed MLflow version is kept for the next new sqlite store:
+    in $LERAC_CACHE_DIR, else ~/.cache/lerac-search (a copy of what MLflow itself builds;
+    delete it at any time)."""
+    import mlflow
+
+    configured = os.environ.get(CACHE_DIR_ENV)
+    folder = Path(configured).expanduser() if configured else \
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lerac-search"
+    return folder / f"mlflow-{mlflow.__version__}-empty-store.db"
+
+
+def _copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of a sqlite database (whatever journal mode it uses), written under a
+    private name and renamed, so no reader sees half a file."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    try:
+        with contextlib.closing(sqlite3.connect(source)) as original, \
+                contextlib.closing(sqlite3.connect(partial)) as copy:
+            original.backup(copy)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _not_about_the_users_store(record: logging.LogRecord) -> bool:
@@ -62,64 +88,86 @@ def _not_about_the_users_store(record: logging.LogRecord) -> bool:
 
 
 class PreparedStore:
-    """A new sqlite store's MLflow tables, built on a thread while Ray starts (or finishes
-    starting, when `search.launch` started it early).
+    """A new sqlite store's MLflow tables, ready before the sweep opens its store.
 
     MLflow creates a new sqlite store by running its whole migration history
-    (about 1.6 s on 2 cores), which would otherwise wait for Ray's start-up to
-    end. The thread builds the tables in a private temporary
-    folder; `open_experiment` copies that file into place, under `store_lock`,
-    only if the store is still missing then. So a sweep refused before that
-    leaves nothing beside the user's files, an existing store is never
-    replaced, and if the thread failed MLflow creates the store as before.
+    (about 1 s of one core here), all of it on the way to the first trial: by
+    the time the sweep opens its store, Ray is up and the driver has nothing
+    else to do. So the first sweep on a machine keeps a copy of the empty store
+    it built (`store_template`, one per MLflow version), and every later new
+    store is that copy (a few milliseconds). Without the template the tables
+    are built on a thread in a private temporary folder, beside Ray's start
+    when the sweep starts Ray itself. `open_experiment` copies the prepared
+    file into place, under `store_lock`, only if the store is still missing
+    then. So a sweep refused before that leaves nothing beside the user's
+    files, an existing store is never replaced, and if preparing failed (or
+    the template does not open) MLflow creates the store as before.
     """
 
-    def __init__(self, target: Path) -> None:
+    def __init__(self, target: Path, template: Path) -> None:
         self.target = target
-        self.folder = Path(tempfile.mkdtemp(prefix="lerac-store-"))
-        self._built: Path | None = None
-        self._thread = threading.Thread(target=self._build, name=PREPARING_THREAD, daemon=True)
+        self.template = template
+        self.folder: Path | None = None  # the private folder of a store built here
+        self._built: Path | None = template if template.is_file() else None
+        self._thread: threading.Thread | None = None
 
     @classmethod
     def start(cls, tracking_uri: str) -> PreparedStore | None:
-        """Start preparing when `tracking_uri` names a sqlite store that does not exist yet."""
+        """Prepare when `tracking_uri` names a sqlite store that does not exist yet: the template,
+        or (when there is none) a build started on a thread."""
         target = sqlite_path(tracking_uri)
         if target is None or target.exists():
             return None
+        prepared = cls(target, store_template())
+        if prepared._built is None:
+            prepared._start_building()
+        return prepared
+
+    def _start_building(self) -> None:
         # The thread imports MLflow's store (sqlalchemy, alembic, its migrations) while the
         # main thread imports Ray's start-up: no module in common, so no import lock shared
         # (tests/test_tracking_store.py checks that this stays so).
         store_log = logging.getLogger("mlflow.store.db.utils")
         if _not_about_the_users_store not in store_log.filters:
             store_log.addFilter(_not_about_the_users_store)  # its "Creating tables" is about a temp file
-        prepared = cls(target)
-        prepared._thread.start()
-        return prepared
+        self.folder = Path(tempfile.mkdtemp(prefix="lerac-store-"))
+        self._thread = threading.Thread(target=self._build, args=(self.folder / "mlflow.db",),
+                                        name=PREPARING_THREAD, daemon=True)
+        self._thread.start()
 
-    def _build(self) -> None:
-        path = self.folder / "mlflow.db"
+    def _build(self, path: Path) -> None:
         try:
             MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
         except Exception:  # noqa: BLE001 - MLflow then creates the store itself, as without this
             return
         self._built = path
+        with contextlib.suppress(OSError, sqlite3.Error):  # no cache (read-only home): built next time too
+            self.template.parent.mkdir(parents=True, exist_ok=True)
+            _copy_database(path, self.template)
 
     def move_into_place(self) -> None:
         """Put the prepared store where the sweep's belongs, if that is still missing (call under
-        `store_lock`); written under a private name and renamed, so no reader sees half a file."""
-        self._thread.join()
+        `store_lock`). A template MLflow does not open as a store of its own version is dropped
+        (the next new store builds it again), and MLflow builds this one itself."""
+        if self._thread is not None:
+            self._thread.join()
         if self._built is None or self.target.exists():
             return
-        partial = self.target.with_name(f".{self.target.name}.{os.getpid()}.partial")
-        with contextlib.closing(sqlite3.connect(self._built)) as source, \
-                contextlib.closing(sqlite3.connect(partial)) as copy:
-            source.backup(copy)  # a consistent copy, whatever journal mode MLflow chose
-        os.replace(partial, self.target)
+        if self._built == self.template:
+            try:
+                MlflowClient(f"sqlite:///{self.template}").search_experiments(max_results=1)
+            except Exception:  # noqa: BLE001 - damaged, or from another build of this MLflow version
+                self.template.unlink(missing_ok=True)
+                return
+        with contextlib.suppress(OSError, sqlite3.Error):  # e.g. the template vanished meanwhile
+            _copy_database(self._built, self.target)
 
     def discard(self) -> None:
         """Remove the temporary folder (after the thread is done with it)."""
-        self._thread.join()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self._thread is not None:
+            self._thread.join()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def open_experiment(tracking_uri: str, experiment: str,

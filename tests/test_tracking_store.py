@@ -1,4 +1,5 @@
-"""Opening the sweep's MLflow store: a new sqlite store prepared on a thread while Ray starts.
+"""Opening the sweep's MLflow store: a new sqlite store copied from the machine's template of an
+empty store, or (the first time) built on a thread while Ray starts.
 
 Racing sweeps on one store are in tests/test_faults.py (two processes, one store) and
 tests/test_sweep_faults.py (two whole sweeps in one empty folder).
@@ -12,9 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
-from search.tracking_store import PreparedStore, open_experiment
+from search.tracking_store import CACHE_DIR_ENV, PreparedStore, open_experiment, store_template
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,20 +28,67 @@ def schema_of(path: Path) -> tuple[list[str], list[tuple]]:
         return tables, db.execute("select * from alembic_version").fetchall()
 
 
-def test_a_prepared_store_opens_like_one_mlflow_created_itself(tmp_path):
-    (tmp_path / "mine").mkdir()
+@pytest.fixture()
+def no_template(tmp_path, monkeypatch):
+    """An empty cache folder: the next new store is built, and becomes the template."""
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    assert not store_template().exists()
+    return store_template()
+
+
+def test_the_first_store_is_built_on_a_thread_and_kept_as_the_template_of_the_next(tmp_path, no_template):
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
     (tmp_path / "theirs").mkdir()
-    prepared = PreparedStore.start(f"sqlite:///{tmp_path / 'mine' / 'mlflow.db'}")
-    assert prepared is not None
-    client, experiment_id = open_experiment(f"sqlite:///{tmp_path / 'mine' / 'mlflow.db'}", "sweep", prepared)
-    prepared.discard()
-    assert not prepared.folder.exists()
     MlflowClient(f"sqlite:///{tmp_path / 'theirs' / 'mlflow.db'}").search_experiments()
-    assert schema_of(tmp_path / "mine" / "mlflow.db") == schema_of(tmp_path / "theirs" / "mlflow.db")
+    built = PreparedStore.start(f"sqlite:///{tmp_path / 'first' / 'mlflow.db'}")
+    assert built is not None and built.folder is not None  # no template yet: built here
+    open_experiment(f"sqlite:///{tmp_path / 'first' / 'mlflow.db'}", "sweep", built)
+    built.discard()
+    assert not built.folder.exists() and no_template.is_file()
+
+    copied = PreparedStore.start(f"sqlite:///{tmp_path / 'second' / 'mlflow.db'}")
+    assert copied is not None and copied.folder is None  # nothing built: the template is copied
+    client, experiment_id = open_experiment(f"sqlite:///{tmp_path / 'second' / 'mlflow.db'}", "sweep", copied)
+    copied.discard()
+    for store in ("first", "second"):
+        assert schema_of(tmp_path / store / "mlflow.db") == schema_of(tmp_path / "theirs" / "mlflow.db")
+        assert sorted(path.name for path in (tmp_path / store).iterdir()) == ["mlflow.db"]
     run = client.create_run(experiment_id)
     client.log_metric(run.info.run_id, "val_acc", 0.5, step=1)
     assert client.get_metric_history(run.info.run_id, "val_acc")[0].value == 0.5
-    assert sorted(path.name for path in (tmp_path / "mine").iterdir()) == ["mlflow.db"]
+    assert schema_of(no_template)[1] == schema_of(tmp_path / "theirs" / "mlflow.db")[1]
+    assert {e.name for e in MlflowClient(f"sqlite:///{no_template}").search_experiments()} == {"Default"}
+
+
+def not_a_database(template: Path) -> None:
+    template.write_bytes(b"not a database" * 100)
+
+
+def another_mlflows_store(template: Path) -> None:
+    other = template.with_name("other.db")  # opened here under its own name: MLflow keeps its engine
+    MlflowClient(f"sqlite:///{other}").search_experiments()
+    with sqlite3.connect(other) as db:
+        db.execute("update alembic_version set version_num = 'from-another-mlflow'")
+    other.rename(template)
+
+
+@pytest.mark.parametrize("damage", [not_a_database, another_mlflows_store])
+def test_a_damaged_template_is_dropped_and_mlflow_builds_the_store(tmp_path, no_template, damage):
+    no_template.parent.mkdir(parents=True)
+    damage(no_template)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    prepared = PreparedStore.start(uri)
+    assert prepared is not None and prepared.folder is None
+    client, experiment_id = open_experiment(uri, "sweep", prepared)
+    prepared.discard()
+    assert client.get_experiment(experiment_id).name == "sweep"
+    assert schema_of(tmp_path / "mlflow.db")[1] != [("from-another-mlflow",)]
+    assert not no_template.exists()  # the next new store builds a good one
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cache", "mlflow.db"]
+    fresh = PreparedStore.start(f"sqlite:///{tmp_path / 'next.db'}")
+    assert fresh is not None and fresh.folder is not None  # no template: built again
+    fresh.discard()
 
 
 def test_a_prepared_store_never_replaces_one_that_appeared_meanwhile(tmp_path):
@@ -60,11 +109,19 @@ def test_nothing_is_prepared_for_an_existing_store_or_a_server(tmp_path):
     assert PreparedStore.start("http://127.0.0.1:5000") is None
 
 
-def test_a_discarded_store_leaves_nothing_behind(tmp_path):
-    prepared = PreparedStore.start(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert prepared is not None
+@pytest.mark.parametrize("template", [True, False], ids=["from the template", "built"])
+def test_a_discarded_store_leaves_nothing_behind(tmp_path, no_template, template):
+    if template:
+        first = PreparedStore.start(f"sqlite:///{tmp_path / 'first.db'}")
+        open_experiment(f"sqlite:///{tmp_path / 'first.db'}", "x", first)  # leaves the template
+        first.discard()
+        assert no_template.is_file()
+    (tmp_path / "sweep").mkdir()
+    prepared = PreparedStore.start(f"sqlite:///{tmp_path / 'sweep' / 'mlflow.db'}")
+    assert prepared is not None and (prepared.folder is None) == template
     prepared.discard()  # a sweep refused before it opened its store
-    assert list(tmp_path.iterdir()) == [] and not prepared.folder.exists()
+    assert list((tmp_path / "sweep").iterdir()) == []
+    assert prepared.folder is None or not prepared.folder.exists()
 
 
 def test_the_store_thread_and_rays_start_up_import_no_module_in_common(tmp_path):
