@@ -213,7 +213,8 @@ def main() -> None:
                         help="extra arguments for lerac_sweep.py (default: none, the README's run)")
     args = parser.parse_args()
     began = time.perf_counter()
-    template = ("there before round 1" if store_template().is_file()
+    kept = store_template()
+    template = ("there before round 1" if kept is not None and kept.is_file()
                 else "built by round 1's sweep (round 1 paid its build)")
     rounds = []
     for index in range(args.rounds):
@@ -247,7 +248,7 @@ def main() -> None:
         "by two plain processes at once (no Ray, no MLflow), which is as well as any 2-slot sweep can "
         "do on this machine. The old figure counted in-sweep training time under contention over the "
         "first-start-to-last-end span. A new sqlite store is a copy of the machine's empty-store "
-        f"template ({store_template()}), {template}.\n",
+        f"template ({kept}), {template}.\n",
         common.markdown_table(headers, rows) + "\n",
         f"- {target.line()}\n",
         *([f"- {drift}\n"] if drift else []),

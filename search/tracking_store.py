@@ -56,16 +56,26 @@ PREPARING_THREAD = "prepare-mlflow-store"
 CACHE_DIR_ENV = "LERAC_CACHE_DIR"
 
 
-def store_template() -> Path:
+def store_template() -> Path | None:
     """Where an empty store of the installed MLflow version is kept for the next new sqlite store:
     in $LERAC_CACHE_DIR, else ~/.cache/lerac-search (a copy of what MLflow itself builds;
-    delete it at any time)."""
+    delete it at any time). None where there is no home folder to keep it in."""
     import mlflow
 
     configured = os.environ.get(CACHE_DIR_ENV)
-    folder = Path(configured).expanduser() if configured else \
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lerac-search"
+    try:
+        folder = Path(configured).expanduser() if configured else \
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lerac-search"
+    except RuntimeError:  # no $HOME and no user entry for this uid (some containers)
+        return None
     return folder / f"mlflow-{mlflow.__version__}-empty-store.db"
+
+
+def _usable(template: Path | None) -> bool:
+    try:
+        return template is not None and template.is_file()
+    except OSError:  # e.g. a cache folder this user may not read: built as without one
+        return False
 
 
 def _copy_database(source: Path, target: Path) -> None:
@@ -104,11 +114,11 @@ class PreparedStore:
     the template does not open) MLflow creates the store as before.
     """
 
-    def __init__(self, target: Path, template: Path) -> None:
+    def __init__(self, target: Path, template: Path | None) -> None:
         self.target = target
         self.template = template
         self.folder: Path | None = None  # the private folder of a store built here
-        self._built: Path | None = template if template.is_file() else None
+        self._built: Path | None = template if _usable(template) else None
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -141,6 +151,8 @@ class PreparedStore:
         except Exception:  # noqa: BLE001 - MLflow then creates the store itself, as without this
             return
         self._built = path
+        if self.template is None:
+            return
         with contextlib.suppress(OSError, sqlite3.Error):  # no cache (read-only home): built next time too
             self.template.parent.mkdir(parents=True, exist_ok=True)
             _copy_database(path, self.template)
@@ -153,11 +165,12 @@ class PreparedStore:
             self._thread.join()
         if self._built is None or self.target.exists():
             return
-        if self._built == self.template:
+        if self.template is not None and self._built == self.template:
             try:
                 MlflowClient(f"sqlite:///{self.template}").search_experiments(max_results=1)
             except Exception:  # noqa: BLE001 - damaged, or from another build of this MLflow version
-                self.template.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self.template.unlink(missing_ok=True)
                 return
         with contextlib.suppress(OSError, sqlite3.Error):  # e.g. the template vanished meanwhile
             _copy_database(self._built, self.target)

@@ -91,6 +91,18 @@ def test_a_damaged_template_is_dropped_and_mlflow_builds_the_store(tmp_path, no_
     fresh.discard()
 
 
+def test_a_cache_folder_that_cannot_be_made_leaves_the_store_built_as_without_one(tmp_path, monkeypatch):
+    (tmp_path / "a file").write_text("")
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "a file" / "cache"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    prepared = PreparedStore.start(uri)
+    assert prepared is not None and prepared.folder is not None
+    client, experiment_id = open_experiment(uri, "sweep", prepared)
+    prepared.discard()
+    assert client.get_experiment(experiment_id).name == "sweep"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a file", "mlflow.db"]
+
+
 def test_a_prepared_store_never_replaces_one_that_appeared_meanwhile(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     prepared = PreparedStore.start(uri)
