@@ -12,13 +12,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import optuna
 from mlflow.exceptions import MlflowException
 
 from analysis.errors import AnalysisError
 from analysis.records import Sweep, load_sweep
-from trainables.cli import OneLineParser, skip_final_collection
+from trainables.cli import OneLineParser, exit_without_teardown, skip_final_collection
 from trainables.version import version_line
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -220,5 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def command() -> NoReturn:
+    """The command line: `main`, then exit without the interpreter's teardown."""
+    exit_without_teardown(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from search.local_runtime import EarlyStart
 from search.tune_environment import set_sweep_environment
@@ -51,3 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if early is not None:
             early.stop()  # done already, unless the sweep refused its input before using it
+
+
+def command() -> NoReturn:
+    """`lerac-sweep` and `python search/lerac_sweep.py`: `main`, then exit without the
+    interpreter's teardown once the sweep is over and Ray's runtime is stopped."""
+    status = main()
+    # Imported here: the sweep has loaded trainables by now, and importing it before Ray starts
+    # would hold up Ray's start (torch).
+    from trainables.cli import exit_without_teardown
+
+    exit_without_teardown(status)

@@ -18,9 +18,9 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 if __name__ == "__main__":  # Ray's runtime starts while the modules below are imported
-    from search.launch import main as launch
+    from search.launch import command
 
-    sys.exit(launch())
+    command()
 
 from pydantic import ValidationError  # noqa: E402
 

@@ -218,3 +218,37 @@ def test_at_exit_the_heap_is_frozen_and_every_other_exit_handler_still_runs():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "buffered, no newlinefrozen True\n"  # flushed first, then the earlier handler
+
+
+def run_exit(body: str) -> subprocess.CompletedProcess:
+    script = ("import atexit, sys, threading, time\n"
+              "from trainables.cli import exit_without_teardown\n" + body)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+
+
+def test_a_finished_command_exits_with_its_status_after_its_exit_handlers_without_teardown():
+    done = run_exit(
+        "class Teardown:\n"
+        "    def __del__(self):\n"
+        "        print('torn down', flush=True)\n"
+        "kept = Teardown()  # freed only by the interpreter's teardown\n"
+        "atexit.register(lambda: sys.stdout.write('exit handler ran, '))\n"
+        "sys.stdout.write('buffered output, ')\n"
+        "sys.stderr.write('and its error line')\n"
+        "exit_without_teardown(3)\n"
+    )
+    assert done.returncode == 3
+    assert done.stdout == "buffered output, exit handler ran, "  # flushed, the handler ran, no teardown
+    assert done.stderr == "and its error line"
+
+
+def test_a_command_with_a_thread_still_writing_exits_as_usual_after_it(tmp_path):
+    done = run_exit(
+        "def write():\n"
+        "    time.sleep(0.5)\n"
+        f"    open({str(tmp_path / 'written')!r}, 'w').write('done')\n"
+        "threading.Thread(target=write).start()\n"
+        "exit_without_teardown(4)\n"
+    )
+    assert done.returncode == 4, done.stderr
+    assert (tmp_path / "written").read_text() == "done"

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import gc
+import os
+import sys
+import threading
 from typing import NoReturn
 
 
@@ -15,6 +19,22 @@ def skip_final_collection() -> None:
     to 0.3 s, measured here), for a process that ends anyway. Nothing is skipped: buffers
     are flushed and every exit handler runs."""
     atexit.register(gc.freeze)
+
+
+def exit_without_teardown(status: int) -> NoReturn:
+    """End a command that is done with `status`: every exit handler runs and the output is
+    flushed, but the interpreter's teardown is skipped. Even with the heap frozen
+    (`skip_final_collection`), freeing torch's, Ray's and MLflow's modules object by object
+    takes 0.25-0.5 s of one core here after the last line is printed, while the user waits.
+    Where a non-daemon thread still runs, the command exits as usual: it may be writing."""
+    main = threading.main_thread()
+    if any(thread.is_alive() and not thread.daemon for thread in threading.enumerate() if thread is not main):
+        sys.exit(status)
+    atexit._run_exitfuncs()  # what the interpreter runs at exit; os._exit runs none
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader gone (`| head`), a closed stream
+            stream.flush()
+    os._exit(status)
 
 
 class OneLineParser(argparse.ArgumentParser):

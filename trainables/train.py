@@ -17,9 +17,9 @@ import sys
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from trainables.cli import OneLineParser, skip_final_collection
+from trainables.cli import OneLineParser, exit_without_teardown, skip_final_collection
 from trainables.config import RunConfig, TrainSettings
 from trainables.config_file import CODE_VERSION, RECORDED_TEST_ACC, read_config_file
 from trainables.divergence import loss_limit
@@ -155,5 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if report.diverged else 0
 
 
+def command() -> NoReturn:
+    """The command line: `main`, then exit without the interpreter's teardown."""
+    exit_without_teardown(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()
