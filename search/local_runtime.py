@@ -58,6 +58,20 @@ def _not_the_starting_threads_signal_warning(record: logging.LogRecord) -> bool:
     return not (record.threadName == STARTING_THREAD and "SIGTERM handler" in record.getMessage())
 
 
+class _HeldBack(logging.Filter):
+    """A handler filter that holds back the records the starting thread logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.threadName != STARTING_THREAD:
+            return True
+        self.records.append(record)
+        return False
+
+
 class EarlyStart:
     """A local runtime started on a thread while the main thread goes on importing.
 
@@ -69,6 +83,11 @@ class EarlyStart:
     The thread lives until `stop`: Ray binds each process it starts to the
     thread that started it (Linux's parent-death signal is per thread), so the
     runtime would be killed the moment a finished thread exited.
+
+    Ray's own lines from the start ("Started a local Ray instance", its
+    notices) are held back until the sweep uses the runtime (`wait`), after it
+    has accepted its input: a command refused meanwhile prints its one error
+    line alone.
     """
 
     def __init__(self) -> None:
@@ -76,6 +95,7 @@ class EarlyStart:
         self._up = threading.Event()
         self._release = threading.Event()
         self._stopped = False
+        self._held: list[tuple[logging.Handler, _HeldBack]] = []
         # A daemon: should the driver exit without `stop`, Ray's processes end with it.
         self._thread = threading.Thread(target=self._start, name=STARTING_THREAD, daemon=True)
 
@@ -89,8 +109,20 @@ class EarlyStart:
         if _not_the_starting_threads_signal_warning not in worker_log.filters:
             worker_log.addFilter(_not_the_starting_threads_signal_warning)
         early = cls()
+        for handler in logging.getLogger("ray").handlers:  # Ray's own stderr handler
+            held = _HeldBack()
+            handler.addFilter(held)
+            early._held.append((handler, held))
         early._thread.start()
         return early
+
+    def _release_lines(self, *, show: bool) -> None:
+        """Stop holding back Ray's lines; print those held when `show`."""
+        for handler, held in self._held:
+            handler.removeFilter(held)
+            for record in held.records if show else ():
+                handler.handle(record)
+        self._held = []
 
     def _start(self) -> None:
         try:
@@ -101,8 +133,10 @@ class EarlyStart:
         self._release.wait()
 
     def wait(self) -> None:
-        """Return once the runtime is up; raise what starting it raised."""
+        """Return once the runtime is up, with Ray's lines from its start printed; raise what
+        starting it raised."""
         self._up.wait()
+        self._release_lines(show=True)
         if self._error is not None:
             raise self._error
 
@@ -112,6 +146,7 @@ class EarlyStart:
             return
         self._stopped = True
         self._up.wait()
+        self._release_lines(show=False)  # unused: the command was refused, its error line stands alone
         try:
             stop_local_runtime()  # also after a failed start: Ray may have started some processes
         finally:
