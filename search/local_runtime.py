@@ -52,14 +52,10 @@ def start_local_runtime() -> None:
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
 
 
-def _not_the_starting_threads_signal_warning(record: logging.LogRecord) -> bool:
-    """Log filter: Ray warns that a thread other than the main one sets no SIGTERM handler;
-    the sweep sets its own (`search.monitor.sigterm_as_ctrl_c`)."""
-    return not (record.threadName == STARTING_THREAD and "SIGTERM handler" in record.getMessage())
-
-
 class _HeldBack(logging.Filter):
-    """A handler filter that holds back the records the starting thread logs."""
+    """A handler filter that holds back the records the starting thread logs, but for Ray's
+    warning that a thread other than the main one sets no SIGTERM handler, which it drops:
+    the sweep sets its own (`search.monitor.sigterm_as_ctrl_c`)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -68,7 +64,8 @@ class _HeldBack(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.threadName != STARTING_THREAD:
             return True
-        self.records.append(record)
+        if "SIGTERM handler" not in record.getMessage():
+            self.records.append(record)
         return False
 
 
@@ -105,9 +102,6 @@ class EarlyStart:
         `search.tune_environment`)."""
         for module in RAY_START_IMPORTS:
             importlib.import_module(module)
-        worker_log = logging.getLogger("ray._private.worker")
-        if _not_the_starting_threads_signal_warning not in worker_log.filters:
-            worker_log.addFilter(_not_the_starting_threads_signal_warning)
         early = cls()
         for handler in logging.getLogger("ray").handlers:  # Ray's own stderr handler
             held = _HeldBack()
