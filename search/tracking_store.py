@@ -78,6 +78,16 @@ def _usable(template: Path | None) -> bool:
         return False
 
 
+def _opens_as_store(path: Path) -> bool:
+    """Whether MLflow opens `path` as a sqlite store of its own version (creating the tables of
+    a new one)."""
+    try:
+        MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
+    except Exception:  # noqa: BLE001 - damaged, unwritable, or another MLflow's schema
+        return False
+    return True
+
+
 def _copy_database(source: Path, target: Path) -> None:
     """A consistent copy of a sqlite database (whatever journal mode it uses), written under a
     private name and renamed, so no reader sees half a file."""
@@ -146,10 +156,8 @@ class PreparedStore:
         self._thread.start()
 
     def _build(self, path: Path) -> None:
-        try:
-            MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
-        except Exception:  # noqa: BLE001 - MLflow then creates the store itself, as without this
-            return
+        if not _opens_as_store(path):
+            return  # MLflow then creates the store itself, as without this
         self._built = path
         if self.template is None:
             return
@@ -165,13 +173,10 @@ class PreparedStore:
             self._thread.join()
         if self._built is None or self.target.exists():
             return
-        if self.template is not None and self._built == self.template:
-            try:
-                MlflowClient(f"sqlite:///{self.template}").search_experiments(max_results=1)
-            except Exception:  # noqa: BLE001 - damaged, or from another build of this MLflow version
-                with contextlib.suppress(OSError):
-                    self.template.unlink(missing_ok=True)
-                return
+        if self.template is not None and self._built == self.template and not _opens_as_store(self.template):
+            with contextlib.suppress(OSError):  # damaged, or from another build of this MLflow version
+                self.template.unlink(missing_ok=True)
+            return
         with contextlib.suppress(OSError, sqlite3.Error):  # e.g. the template vanished meanwhile
             _copy_database(self._built, self.target)
 
