@@ -79,6 +79,7 @@ class SweepMonitor(Callback):
         self.stop_reason: str | None = None
         self.interrupted = False
         self._trials: list[Trial] = []
+        self._unsealed = False  # Tune saved before any step told where its staging folder is
         self._reconciled = restored_trials is None
         self._recording = True
         self._next_check = 0.0
@@ -201,21 +202,30 @@ class SweepMonitor(Callback):
         """Tune calls this while saving, after its state files are written to its staging
         folder, before it copies them to the storage path: seal them now. On a full disk
         the copy would cut them short, so they are withdrawn instead and the storage path
-        keeps the last state that was copied whole. Returns None (no state of ours to save)."""
+        keeps the last state that was copied whole. Returns None (no state of ours to save).
+
+        The staging folder is known from the trials, which Tune hands over at each step:
+        a resumed sweep with nothing left to run takes no step, so its saves are sealed at
+        the experiment's end (`on_experiment_end`), from the same folder."""
         if not self._trials:
+            self._unsealed = True
             return None
+        self._seal_staging()
+        return None
+
+    def _seal_staging(self) -> None:
+        self._unsealed = False
         staging = Path(self._trials[0].storage.experiment_driver_staging_path)
         full = self._full_disk()
         if full is None:
             try:
                 self.seal.add(staging)
-                return None
+                return
             except OSError as error:
                 full = f"cannot seal the saved state in {self.seal.sweep_dir}: {error.strerror or error}"
         for name in sealed_names(staging):
             (staging / name).unlink(missing_ok=True)
         self.stop(full)
-        return None
 
     @property
     def trials(self) -> list[Trial]:
@@ -223,8 +233,11 @@ class SweepMonitor(Callback):
         return list(self._trials)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        """A resumed sweep with nothing left to run still gets its records reconciled."""
+        """A resumed sweep with nothing left to run still gets its records reconciled, and the
+        state its saves wrote sealed."""
         self._trials = trials
+        if self._unsealed and trials:
+            self._seal_staging()
         if not self._reconciled:
             self._reconcile(trials)
 

@@ -25,7 +25,7 @@ from local_servers import answers, free_port, start_mlflow_server
 from mlflow.tracking import MlflowClient
 
 from search import schema
-from search.integrity import KEY_FILE_ENV
+from search.integrity import KEY_FILE_ENV, Seal
 
 pytestmark = pytest.mark.slow
 
@@ -176,21 +176,39 @@ def test_two_sweeps_started_together_in_one_empty_folder_both_finish(two_sweeps)
         assert_every_trial_once(two_sweeps["uri"], sweep_id)
 
 
-def test_a_planted_pickle_is_refused_and_restart_starts_the_sweep_again(two_sweeps, tmp_path):
-    """A copy of the finished sweep with Tune's searcher state replaced by a pickle that would
-    write a marker file: resume refuses it in one line; --restart runs the sweep again."""
+def finished_copy(two_sweeps, tmp_path) -> tuple[list[str], Path]:
+    """A copy of the finished first sweep that records into its own store: its resume command
+    and its folder."""
     source = two_sweeps["tmp"]
     shutil.copytree(source / "ray", tmp_path / "ray")
     shutil.copy(source / "mlflow.db", tmp_path / "mlflow.db")
     shutil.copytree(source / "key", tmp_path / "key")
     sweep_id = two_sweeps["sweep_id"]
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    state = tmp_path / "ray" / sweep_id / "sweep_state.json"  # the copy records into its own store
-    state.write_text(state.read_text().replace(two_sweeps["uri"], uri))
-    marker = tmp_path / "marker"
-    searcher_state = max((tmp_path / "ray" / sweep_id).glob("searcher-state-*.pkl"))  # the one Tune reads
-    searcher_state.write_bytes(pickle.dumps(Planted(marker)))
+    state = tmp_path / "ray" / sweep_id / "sweep_state.json"
+    state.write_text(state.read_text().replace(two_sweeps["uri"], f"sqlite:///{tmp_path / 'mlflow.db'}"))
     resume = [sys.executable, str(SWEEP), "--resume", "--storage-path", str(tmp_path / "ray"), "--sweep-id", sweep_id]
+    return resume, tmp_path / "ray" / sweep_id
+
+
+def test_resuming_a_finished_sweep_seals_what_its_saves_wrote(two_sweeps, tmp_path):
+    """Nothing left to run: Tune takes no step, so the monitor learns where Tune staged its
+    state only at the end; that state must be sealed all the same, or the next resume refuses it."""
+    resume, sweep_dir = finished_copy(two_sweeps, tmp_path)
+    again = run(resume, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    key = (tmp_path / "key" / "state.key").read_bytes()
+    Seal.verify(sweep_dir=sweep_dir, sweep_id=two_sweeps["sweep_id"], key=key)  # raises if any file is unsealed
+
+
+def test_a_planted_pickle_is_refused_and_restart_starts_the_sweep_again(two_sweeps, tmp_path):
+    """A copy of the finished sweep with Tune's searcher state replaced by a pickle that would
+    write a marker file: resume refuses it in one line; --restart runs the sweep again."""
+    resume, sweep_dir = finished_copy(two_sweeps, tmp_path)
+    sweep_id = two_sweeps["sweep_id"]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    marker = tmp_path / "marker"
+    searcher_state = max(sweep_dir.glob("searcher-state-*.pkl"))  # the one Tune reads
+    searcher_state.write_bytes(pickle.dumps(Planted(marker)))
     refused = run(resume, tmp_path)
     assert refused.returncode == 2 and not marker.exists()
     line = one_line(refused.stderr, f"error: cannot resume sweep {sweep_id}: ")
