@@ -16,7 +16,7 @@ from search.cluster_shape import NodeShape, cluster_shapes
 from search.options import SweepOptions
 from search.spaces import SearchSpace
 from trainables.config import RunConfig
-from trainables.data import check_dataset_available
+from trainables.dataset_catalog import check_dataset_available
 
 
 class SweepError(Exception):

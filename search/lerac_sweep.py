@@ -31,9 +31,9 @@ from search.options import SweepOptions, first_error  # noqa: E402
 from search.sweep import SweepInterrupted, SweepStopped, absolute, run_sweep  # noqa: E402
 from search.sweep_file import SweepFileError, options_with_file  # noqa: E402
 from trainables.cli import skip_final_collection  # noqa: E402
-from trainables.data import DATASET_NAMES  # noqa: E402
-from trainables.models import MODEL_NAMES  # noqa: E402
-from trainables.regimes import REGIME_NAMES  # noqa: E402
+from trainables.dataset_catalog import DATASET_NAMES  # noqa: E402
+from trainables.model_catalog import MODEL_NAMES  # noqa: E402
+from trainables.regime_settings import REGIME_NAMES  # noqa: E402
 from trainables.version import version_line  # noqa: E402
 
 DEFAULTS = SweepOptions()

@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from search.spaces import Budget
 from trainables.config import TRAIN_KEYS
-from trainables.data import DATASET_NAMES
-from trainables.models import MODEL_NAMES
-from trainables.regimes import REGIME_NAMES, REGIMES
+from trainables.dataset_catalog import DATASET_NAMES
+from trainables.model_catalog import MODEL_NAMES
+from trainables.regime_settings import REGIME_NAMES, REGIME_SETTINGS
 
 SEARCHERS = ("tpe", "random")
 SCHEDULERS = ("asha", "fifo")
@@ -28,7 +28,7 @@ COMPILE_FROM_EPOCHS = 20
 
 def regime_keys(regime: str) -> frozenset[str]:
     """The settings a run of `regime` accepts: the shared ones and the regime's own."""
-    return TRAIN_KEYS | frozenset(REGIMES[regime].Settings.__dataclass_fields__)
+    return TRAIN_KEYS | frozenset(REGIME_SETTINGS[regime].__dataclass_fields__)
 
 
 def _names(value: Any) -> Any:
@@ -134,7 +134,7 @@ class SweepOptions(BaseModel):
                 raise ValueError(f"--set {key}: unknown setting {name!r} for regime {regime!r}; known "
                                  f"settings: {', '.join(sorted(regime_keys(regime)))}")
         elif not any(key in regime_keys(regime) for regime in self.regimes):
-            own = sorted({name for regime in self.regimes for name in REGIMES[regime].Settings.__dataclass_fields__})
+            own = sorted({name for regime in self.regimes for name in REGIME_SETTINGS[regime].__dataclass_fields__})
             raise ValueError(f"--set {key}: unknown setting; known settings: shared "
                              f"{', '.join(sorted(TRAIN_KEYS))}; per regime {', '.join(own) or 'none'}")
 

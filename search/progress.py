@@ -9,7 +9,7 @@ from typing import Any
 from search import schema
 from search.next_steps import next_steps
 from search.verdicts import ROW_HEADERS, DatasetOutcome, verdict_rows, verdict_title
-from trainables.regimes import regime_class
+from trainables.regime_settings import settings_class
 
 
 def format_settings(config: dict[str, Any]) -> str:
@@ -17,7 +17,7 @@ def format_settings(config: dict[str, Any]) -> str:
     keys = ["lr", "batch_size", "weight_decay"]
     if config.get("warmup_epochs"):
         keys.append("warmup_epochs")
-    keys += [name for name in regime_class(config["regime"]).Settings.__dataclass_fields__ if name in config]
+    keys += [name for name in settings_class(config["regime"]).__dataclass_fields__ if name in config]
     return ", ".join(
         f"{key}={config[key]:.3g}" if isinstance(config[key], float) else f"{key}={config[key]}"
         for key in keys

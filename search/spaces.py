@@ -21,8 +21,7 @@ from typing import Any
 
 import optuna
 
-from trainables.curriculum import SHAPES
-from trainables.schedules import CURRICULUM_RULES
+from trainables.curriculum import CURRICULUM_RULES, SHAPES
 
 
 @dataclass(frozen=True, kw_only=True)

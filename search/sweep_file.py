@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from search import schema
 from search.options import SweepOptions, first_error
 from trainables.config_file import read_yaml
-from trainables.regimes import REGIME_NAMES
+from trainables.regime_settings import REGIME_NAMES
 
 WHAT = "sweep file"
 

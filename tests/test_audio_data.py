@@ -18,7 +18,8 @@ import torch
 
 from trainables import audio_data
 from trainables.audio_data import AudioFeatures, esc50_split, load_audio, speaker_split
-from trainables.data import check_dataset_available, load_dataset
+from trainables.data import load_dataset
+from trainables.dataset_catalog import check_dataset_available
 from trainables.masking import SpectrogramMasking
 
 FEATURES = {"sample_rate": 8000, "n_mels": 16, "hop_ms": 50.0}

@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 
 from trainables import mnist1d_file
-from trainables.data import DATASET_NAMES, Dataset, Split, augment_batch, load_dataset
+from trainables.data import Dataset, Split, augment_batch, load_dataset
+from trainables.dataset_catalog import DATASET_NAMES
 
 # ---------------------------------------------------------------- helpers
 

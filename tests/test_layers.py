@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.layers import GRANULARITIES, LayerGroup, layer_groups
-from trainables.models import MODEL_MODALITIES, MODEL_NAMES, build_model
+from trainables.config import GRANULARITIES
+from trainables.layers import LayerGroup, layer_groups
+from trainables.model_catalog import MODEL_MODALITIES, MODEL_NAMES
+from trainables.models import build_model
 
 
 @cache

@@ -10,7 +10,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from trainables.config import RunConfig
-from trainables.models import MODEL_MODALITIES, MODEL_NAMES, build_model
+from trainables.model_catalog import MODEL_MODALITIES, MODEL_NAMES
+from trainables.models import build_model
 
 SLOW_MODELS = ("wide_resnet50_2", "densenet121", "cvt13")
 TEXT_MODELS = tuple(name for name in MODEL_NAMES if "text" in MODEL_MODALITIES[name])

@@ -1,6 +1,7 @@
 """The contract every regime must pass (like Optuna's sampler test suite).
 
-A new regime is registered in `trainables.regimes.REGIMES`; it must then add its
+A new regime is registered in `trainables.regimes.REGIMES` (its settings in
+`trainables.regime_settings.REGIME_SETTINGS`); it must then add its
 quick-training settings to `QUICK_SETTINGS` and pass every test here: on digits
 with small_cnn, and on a small text task (RTE format, BERT) and a small audio
 task (ESC-50 format, small_cnn on log-mel spectrograms) that the tests write in
@@ -19,7 +20,8 @@ import pytest
 import torch
 
 from trainables.config import RunConfig
-from trainables.regimes import REGIME_NAMES, regime_class
+from trainables.regime_settings import REGIME_SETTINGS
+from trainables.regimes import REGIME_NAMES, REGIMES, regime_class
 from trainables.training import Trainer
 
 BASE = {"dataset": "digits", "model": "small_cnn", "epochs": 4, "lr": 0.05, "seed": 3}
@@ -40,6 +42,14 @@ def make_trainer(regime: str, **overrides) -> Trainer:
 
 def test_every_registered_regime_is_covered():
     assert set(QUICK_SETTINGS) == set(REGIME_NAMES)
+
+
+def test_each_regime_trains_with_the_settings_the_driver_validates():
+    """The sweep's driver reads settings from `trainables.regime_settings` (no torch); the
+    regime that trains must take exactly those, under the same name."""
+    assert tuple(REGIMES) == REGIME_NAMES == tuple(REGIME_SETTINGS)
+    for name, regime in REGIMES.items():
+        assert regime.name == name and regime.Settings is REGIME_SETTINGS[name]
 
 
 @pytest.mark.parametrize("regime", REGIME_NAMES)

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from trainables import text_data
-from trainables.data import check_dataset_available, load_dataset
+from trainables.data import load_dataset
+from trainables.dataset_catalog import check_dataset_available
 
 TEXT = {"max_length": 20, "vocab_size": 120}
 

@@ -12,15 +12,18 @@ import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trainables.data import DATASET_NAMES
-from trainables.layers import GRANULARITIES
-from trainables.models import MODEL_NAMES, check_model_fits
+from trainables.dataset_catalog import DATASET_NAMES
+from trainables.model_catalog import MODEL_NAMES, check_model_fits
 from trainables.settings import build_settings, setting, settings_dict
+
+if TYPE_CHECKING:
+    from trainables.regime_settings import RegimeSettings  # it imports this module
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adamax")
 SCHEDULES = ("constant", "step", "cosine")
+GRANULARITIES = ("block", "module")  # how `trainables.layers` groups parameters into layers
 
 
 # Upper bounds that no real run reaches: a value beyond one can only be a mistake (a typo, a
@@ -141,20 +144,20 @@ class RunConfig:
     """A validated run: shared settings and the regime's own settings object."""
 
     train: TrainSettings
-    regime: Any
+    regime: RegimeSettings
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
         """Validate a flat config dict; raises ValueError naming the offending key."""
-        from trainables.regimes import regime_class
+        from trainables.regime_settings import settings_class
 
         values = dict(values)
         regime_name = values.get("regime", TrainSettings.regime)
-        regime_type = regime_class(regime_name)
+        settings_type = settings_class(regime_name)
         shared = {k: v for k, v in values.items() if k in TRAIN_KEYS}
         own = {k: v for k, v in values.items() if k not in TRAIN_KEYS}
         train = build_settings(TrainSettings, shared, owner="training")
-        regime = build_settings(regime_type.Settings, own, owner=f"regime '{regime_name}'")
+        regime = build_settings(settings_type, own, owner=f"regime '{regime_name}'")
         if train.nesterov and (train.optimizer != "sgd" or train.momentum == 0):
             raise ValueError("setting 'nesterov' needs optimizer 'sgd' with momentum > 0")
         if train.warmup_epochs > train.epochs:
@@ -162,7 +165,7 @@ class RunConfig:
                 f"setting 'warmup_epochs' ({train.warmup_epochs}) must not exceed 'epochs' ({train.epochs})"
             )
         check_model_fits(train.model, dataset=train.dataset, pretrained=train.pretrained)
-        regime_type.check_compatible(train, regime)
+        regime.check_with(train)
         return cls(train=train, regime=regime)
 
     def to_dict(self) -> dict[str, Any]:
@@ -180,12 +183,12 @@ class RunConfig:
     def from_params(cls, params: Mapping[str, str]) -> RunConfig:
         """Read back `to_params`: each string is parsed by its setting's declared type,
         so a string setting that looks like a number stays a string."""
-        from trainables.regimes import regime_class
+        from trainables.regime_settings import settings_class
 
         regime = params.get("regime", TrainSettings.regime)
         types = {
             **typing.get_type_hints(TrainSettings),
-            **typing.get_type_hints(regime_class(regime).Settings),
+            **typing.get_type_hints(settings_class(regime)),
         }
         return cls.from_dict({
             key: json.loads(text) if typing.get_origin(types.get(key)) is tuple else text

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 
 SHAPES = ("exp", "linear", "log", "cosine")
+# eq9: the paper's rise, all layers reach eta0 together at k; stepped: the official code's.
+CURRICULUM_RULES = ("eq9", "stepped")
 
 
 def initial_rates(num_layers: int, eta0: float, decay_base: float, eta_min: float) -> list[float]:

@@ -37,13 +37,19 @@ import torch
 import torch.nn.functional as F
 
 from trainables import mnist1d_file
+from trainables.dataset_catalog import (
+    AUDIO_DATASETS,
+    CIFAR_FILES,
+    DATASET_NAMES,
+    TEXT_DATASETS,
+    TINY_CACHE,
+    TINY_DIR,
+    TINY_URL,
+    check_dataset_available,
+    missing_cifar_files,
+)
 from trainables.masking import SpectrogramMasking
 
-IMAGE_DATASETS: tuple[str, ...] = ("digits", "mnist1d", "cifar10", "cifar100", "tinyimagenet")
-TEXT_DATASETS: tuple[str, ...] = ("boolq", "qnli", "rte")
-AUDIO_DATASETS: tuple[str, ...] = ("esc50", "cremad")
-DATASET_NAMES: tuple[str, ...] = IMAGE_DATASETS + TEXT_DATASETS + AUDIO_DATASETS
-MODALITIES: tuple[str, ...] = ("image", "text", "audio")
 _Pair = tuple[torch.Tensor, torch.Tensor]  # (x, y) of one split
 
 # Share of the original training set held out for validation (CIFAR: 5000 of
@@ -69,29 +75,6 @@ _AUGMENT = {
 # Audio is augmented by masking instead (Dataset.masking): per example, this many
 # bands of up to 1/8 of the mel bins and spans of up to 1/10 of the frames.
 _AUDIO_MASKS = 2
-
-_CIFAR = {
-    "cifar10": (
-        "cifar-10-batches-py",
-        tuple(f"data_batch_{i}" for i in range(1, 6)),
-        "test_batch",
-        b"labels",
-        10,
-        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-    ),
-    "cifar100": (
-        "cifar-100-python",
-        ("train",),
-        "test",
-        b"fine_labels",
-        100,
-        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-    ),
-}
-_TINY_DIR = "tiny-imagenet-200"
-_TINY_CACHE = "decoded_uint8.pt"
-_TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
-
 
 @dataclass(frozen=True, eq=False)
 class Split:
@@ -214,9 +197,9 @@ def load_dataset(
         if name == "mnist1d":
             x, y, x_test, y_test = _mnist1d()
             num_classes = 10
-        elif name in _CIFAR:
+        elif name in CIFAR_FILES:
             x, y, x_test, y_test = _load_cifar(name, data_dir, download)
-            num_classes = _CIFAR[name][4]
+            num_classes = CIFAR_FILES[name][4]
         else:
             x, y, x_test, y_test, num_classes = _load_tinyimagenet(data_dir)
         share = _VAL_SHARE[name]
@@ -242,13 +225,6 @@ def load_dataset(
         trusted=trusted,
         **extra,
     )
-
-
-def dataset_modality(name: str) -> str:
-    """'image', 'text' or 'audio': what kind of input the dataset's examples are."""
-    if name in TEXT_DATASETS:
-        return "text"
-    return "audio" if name in AUDIO_DATASETS else "image"
 
 
 def _audio_splits(
@@ -405,9 +381,9 @@ def _load_cifar(
     name: str, data_dir: Path, download: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """CIFAR train and test as uint8 (N, 3, 32, 32) and int64 labels, read from the pickles."""
-    folder, train_files, test_file, label_key, _, _ = _CIFAR[name]
+    folder, train_files, test_file, label_key, _, _ = CIFAR_FILES[name]
     root = data_dir / folder
-    if _missing_cifar_files(name, data_dir) and download:
+    if missing_cifar_files(name, data_dir) and download:
         import torchvision.datasets  # only needed to fetch the archive
 
         fetch = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
@@ -427,51 +403,6 @@ def _load_cifar(
     return *read(train_files), *read((test_file,))
 
 
-def _missing_cifar_files(name: str, data_dir: Path) -> list[Path]:
-    folder, train_files, test_file, *_ = _CIFAR[name]
-    root = data_dir / folder
-    return [root / f for f in (*train_files, test_file) if not (root / f).is_file()]
-
-
-def check_dataset_available(name: str, *, data_dir: str | Path = "data", download: bool = False) -> None:
-    """Fail fast, without loading anything, when a dataset's files are absent.
-
-    Raises ValueError for an unknown name and FileNotFoundError (saying how to
-    get the data) for missing files, so a sweep can refuse to start.
-    """
-    if name not in DATASET_NAMES:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
-    data_dir = Path(data_dir)
-    if name in _CIFAR:
-        missing = _missing_cifar_files(name, data_dir)
-        if missing and not download:
-            folder, *_, url = _CIFAR[name]
-            raise FileNotFoundError(
-                f"{name}: expected {missing[0]} (the python version of the dataset in "
-                f"{data_dir / folder}/) but it is missing. Pass --download (download=True) to "
-                f"fetch it into {data_dir}, or download {url} and unpack it into {data_dir}."
-            )
-    elif name in TEXT_DATASETS:
-        from trainables.text_data import missing_text_file
-
-        problem = missing_text_file(name, data_dir)
-        if problem:
-            raise FileNotFoundError(problem)
-    elif name in AUDIO_DATASETS:
-        from trainables.audio_data import missing_audio_files
-
-        problem = missing_audio_files(name, data_dir)
-        if problem:
-            raise FileNotFoundError(problem)
-    elif name == "tinyimagenet":
-        root = data_dir / _TINY_DIR
-        if not (root / _TINY_CACHE).is_file() and not (root / "train").is_dir():
-            raise FileNotFoundError(
-                f"tinyimagenet: expected {root}/train/ (ImageFolder layout) but it is missing. "
-                f"Download {_TINY_URL}, unpack it into {data_dir} and sort val/ into class folders."
-            )
-
-
 def _load_tinyimagenet(
     data_dir: Path,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
@@ -485,8 +416,8 @@ def _load_tinyimagenet(
     decoded tensors are saved to `tiny-imagenet-200/decoded_uint8.pt` and later
     loads read only that file (delete it after changing the images).
     """
-    root = data_dir / _TINY_DIR
-    cache = root / _TINY_CACHE
+    root = data_dir / TINY_DIR
+    cache = root / TINY_CACHE
     if cache.is_file():
         saved = torch.load(cache, weights_only=True)
     else:
@@ -514,7 +445,7 @@ def _decode_tinyimagenet(root: Path) -> dict[str, torch.Tensor | list[str]]:
         if not (root / part).is_dir():
             raise FileNotFoundError(
                 f"tinyimagenet: expected the folder {root / part} (ImageFolder layout, one "
-                f"sub-folder per class). Download {_TINY_URL}, unzip it into {root.parent}, and "
+                f"sub-folder per class). Download {TINY_URL}, unzip it into {root.parent}, and "
                 f"move the images of val/images/ into val/<class>/ using val/val_annotations.txt."
             )
     train, test = ImageFolder(str(root / "train")), ImageFolder(str(root / "val"))

@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-GRANULARITIES: tuple[str, ...] = ("block", "module")
+from trainables.config import GRANULARITIES
 
 # _NormBase covers BatchNorm*, SyncBatchNorm and InstanceNorm*.
 _NORM_TYPES = (_NormBase, nn.LayerNorm, nn.GroupNorm)

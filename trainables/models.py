@@ -10,7 +10,7 @@ Initialisation draws only from the global torch generator, so a seed fixes it.
 Beyond images: `bert` and `lstm` read token batches (`trainables.text_models`),
 `septr` spectrograms (`trainables.septr`), `cvt13` images or spectrograms
 (`trainables.cvt`); the CNNs read spectrograms as 1-channel images. Each model
-names the modalities it reads (`MODEL_MODALITIES`): a config that pairs a model
+names the modalities it reads (`trainables.model_catalog`): a config that pairs a model
 with a dataset it cannot read is refused before anything is built.
 """
 
@@ -25,21 +25,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from trainables.data import DATASET_NAMES, dataset_modality
+from trainables.model_catalog import MODEL_MODALITIES, MODEL_NAMES, check_pretrained
 
 if TYPE_CHECKING:
     from torchvision import models as tv
-
-MODEL_NAMES: tuple[str, ...] = (
-    "small_cnn", "resnet18", "wide_resnet50_2", "densenet121", "cvt13", "septr", "bert", "lstm",
-)
-_PIXELS = ("image", "audio")  # spectrograms are 1-channel images to a convolutional model
-MODEL_MODALITIES: dict[str, tuple[str, ...]] = {
-    "small_cnn": _PIXELS, "resnet18": _PIXELS, "wide_resnet50_2": _PIXELS, "densenet121": _PIXELS,
-    "cvt13": _PIXELS, "septr": ("audio", "image"), "bert": ("text",), "lstm": ("text",),
-}
-PRETRAINED_MODELS: tuple[str, ...] = ("bert", "cvt13")
-
 
 def _stem_conv(in_channels: int, out_channels: int, *, mode: str) -> nn.Conv2d:
     """A 3x3 stride-1 conv, initialised as torchvision initialises the conv it replaces."""
@@ -157,28 +146,6 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "bert": bert,
     "lstm": lstm,
 }
-
-
-def check_model_fits(model: str, *, dataset: str, pretrained: str = "") -> None:
-    """ValueError naming the setting when `model` cannot read `dataset` or load `pretrained`."""
-    if model not in MODEL_MODALITIES or dataset not in DATASET_NAMES:
-        return  # unknown names are reported by the settings' own checks
-    modality, reads = dataset_modality(dataset), MODEL_MODALITIES[model]
-    if modality not in reads:
-        fitting = [name for name in MODEL_NAMES if modality in MODEL_MODALITIES[name]]
-        raise ValueError(
-            f"setting 'model': {model!r} reads {' or '.join(reads)} data but dataset {dataset!r} "
-            f"is {modality}; models for {modality}: {', '.join(fitting)}"
-        )
-    check_pretrained(model, pretrained)
-
-
-def check_pretrained(model: str, pretrained: str) -> None:
-    """ValueError naming the setting when `pretrained` is set for a model that cannot load it."""
-    if pretrained and model not in PRETRAINED_MODELS:
-        raise ValueError(
-            f"setting 'pretrained' applies to {', '.join(PRETRAINED_MODELS)} only, not {model!r}"
-        )
 
 
 @functools.cache

@@ -50,9 +50,6 @@ class OrdinarySchedule:
         raise ValueError(f"unknown schedule {self.kind!r}")
 
 
-CURRICULUM_RULES = ("eq9", "stepped")
-
-
 @dataclass(frozen=True, kw_only=True)
 class Curriculum:
     """LeRaC's rise: layer j goes from `initial[j]` toward eta0 during the first `k_steps`.

@@ -3,7 +3,8 @@
 A regime decides how the optimizer steps (LEAP, multirate, per-instance rates),
 which rate each layer gets at each step (LeRaC) and what the model computes
 (CBS). The `Trainer` owns data, model and loop and calls only this interface,
-so a new regime is one module with one subclass.
+so a new regime is one module with one subclass, and its settings one dataclass in
+`trainables.regime_settings` (where the sweep's driver reads them without torch).
 """
 
 from __future__ import annotations
@@ -21,12 +22,8 @@ from trainables.config import TrainSettings
 from trainables.data import Dataset
 from trainables.layers import LayerGroup
 from trainables.optim import build_optimizer
+from trainables.regime_settings import RegimeSettings
 from trainables.schedules import LayerRateSchedule, OrdinarySchedule, RateScheduler
-
-
-@dataclass(frozen=True, kw_only=True)
-class NoSettings:
-    """Settings of a regime that has none of its own."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,11 +43,7 @@ class Regime:
     """Conventional training; subclasses override the parts their regime changes."""
 
     name: ClassVar[str] = "conventional"
-    Settings: ClassVar[type] = NoSettings
-
-    @classmethod
-    def check_compatible(cls, train: TrainSettings, settings: Any) -> None:
-        """Reject settings that are each valid but wrong together (ValueError naming a key)."""
+    Settings: ClassVar[type[RegimeSettings]] = RegimeSettings  # its `trainables.regime_settings` entry
 
     def __init__(self, settings: Any, context: RegimeContext):
         self.settings = settings

@@ -17,30 +17,12 @@ process share one compiled graph instead of recompiling per run or per sigma.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.config import MAX_EPOCHS, TrainSettings
-from trainables.models import has_3x3_convolutions
+from trainables.regime_settings import CbsSettings
 from trainables.regimes.base import Regime, RegimeContext
-from trainables.settings import setting
-
-
-@dataclass(frozen=True, kw_only=True)
-class CbsSettings:
-    # Below 0.01 the 3x3 kernel is the identity (far below, sigma**2 underflows and the kernel is
-    # 0/0 = NaN); above 100 it is a box filter within 0.01%.
-    cbs_sigma: float = setting(1.0, "initial blur sigma", check=lambda v: 0.01 <= v <= 100, rule="in [0.01, 100]")
-    cbs_decay: float = setting(
-        0.9, "sigma is multiplied by this every cbs_every epochs",
-        check=lambda v: 0 < v <= 1, rule="in (0, 1]",
-    )
-    cbs_every: int = setting(
-        5, "epochs between sigma decays", check=lambda v: 1 <= v <= MAX_EPOCHS, rule=f"in [1, {MAX_EPOCHS}]"
-    )
 
 
 def gaussian_kernel3(sigma: float) -> torch.Tensor:
@@ -72,15 +54,6 @@ def blur_output(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch
 class Cbs(Regime):
     name = "cbs"
     Settings = CbsSettings
-
-    @classmethod
-    def check_compatible(cls, train: TrainSettings, settings: CbsSettings) -> None:
-        """Refused when the config is read, not when the run starts: a sweep must not offer CBS
-        on a model it cannot blur."""
-        if not has_3x3_convolutions(train.model):
-            raise ValueError(
-                f"setting 'model': CBS needs a model with 3x3 convolutions; '{train.model}' has none"
-            )
 
     def __init__(self, settings: CbsSettings, context: RegimeContext):
         super().__init__(settings, context)

@@ -12,21 +12,12 @@ into them), and the noise of all elements is one draw per step, not one
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from trainables.regime_settings import LeapSettings
 from trainables.regimes.base import Regime, RegimeContext
-from trainables.settings import setting
-
-
-@dataclass(frozen=True, kw_only=True)
-class LeapSettings:
-    leap_sigma: float = setting(
-        0.5, "std of the Gaussian noise on each element's update scale",
-        check=lambda v: 0 <= v <= 5, rule="in [0, 5]",
-    )
 
 
 class Leap(Regime):

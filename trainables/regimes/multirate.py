@@ -8,25 +8,11 @@ which is where the method's speed-up comes from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from trainables.regime_settings import MultirateSettings
 from trainables.regimes.base import Regime, RegimeContext
 from trainables.schedules import LayerRateSchedule
-from trainables.settings import setting
-
-
-@dataclass(frozen=True, kw_only=True)
-class MultirateSettings:
-    multirate_m: int = setting(
-        5, "m: slow layers step every m iterations; fast layers use rate h/m",
-        check=lambda v: 1 <= v <= 1000, rule="in [1, 1000]",
-    )
-    fast_layers: int = setting(
-        1, "how many of the deepest layer groups are fast (1 = the head)",
-        check=lambda v: v >= 1, rule=">= 1",
-    )
 
 
 class Multirate(Regime):

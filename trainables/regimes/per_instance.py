@@ -14,7 +14,6 @@ typical change of a_i per visit, whatever the loss scale.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,21 +21,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from trainables.config import MAX_BATCH_SIZE, TrainSettings
+from trainables.regime_settings import PerInstanceSettings
 from trainables.regimes.base import Regime, RegimeContext
-from trainables.settings import setting
-
-
-@dataclass(frozen=True, kw_only=True)
-class PerInstanceSettings:
-    instance_lr: float = setting(
-        0.1, "typical change of an example's rate logit per visit",
-        check=lambda v: 0 < v <= 10, rule="in (0, 10]",  # 10 already multiplies a rate by e**10 in one visit
-    )
-    meta_batch_size: int = setting(
-        128, "size of the held-out batch that drives the rates",
-        check=lambda v: 2 <= v <= MAX_BATCH_SIZE, rule=f"in [2, {MAX_BATCH_SIZE}]",
-    )
 
 
 def _twice_differentiable() -> contextlib.AbstractContextManager:
@@ -54,14 +40,6 @@ def _twice_differentiable() -> contextlib.AbstractContextManager:
 class PerInstance(Regime):
     name = "per_instance"
     Settings = PerInstanceSettings
-
-    @classmethod
-    def check_compatible(cls, train: TrainSettings, settings: PerInstanceSettings) -> None:
-        if train.compile:
-            raise ValueError(
-                "setting 'compile' cannot be used with regime 'per_instance': its look-ahead "
-                "needs a double backward, which compiled graphs do not support"
-            )
 
     def __init__(self, settings: PerInstanceSettings, context: RegimeContext):
         super().__init__(settings, context)
