@@ -2,8 +2,9 @@
 
 A sweep on this machine needs a local Ray runtime, and starting one (2.5-4 s)
 does not need the sweep's own modules. So the runtime starts on a thread
-(`search.local_runtime.EarlyStart`) before the driver imports torch, Ray Tune,
-MLflow and SciPy and checks its input, and `search.sweep` uses it. Bad
+(`search.local_runtime.EarlyStart`) before the driver imports Ray Tune, MLflow
+and SciPy and checks its input (never torch: that is the trials'), and
+`search.sweep` uses it. Bad
 input is still refused in one line, exit 2, after the runtime is ended.
 
 Only a command that cannot name a cluster starts early: --address, --config and
@@ -19,6 +20,7 @@ from typing import NoReturn
 
 from search.local_runtime import EarlyStart
 from search.tune_environment import set_sweep_environment
+from trainables.cli import exit_without_teardown
 
 # Flags after which the sweep may not want a local runtime (argparse also takes any
 # unambiguous prefix of a flag, so a prefix of these counts too).
@@ -58,8 +60,4 @@ def command() -> NoReturn:
     """`lerac-sweep` and `python search/lerac_sweep.py`: `main`, then exit without the
     interpreter's teardown once the sweep is over and Ray's runtime is stopped."""
     status = main()
-    # Imported here: the sweep has loaded trainables by now, and importing it before Ray starts
-    # would hold up Ray's start (torch).
-    from trainables.cli import exit_without_teardown
-
     exit_without_teardown(status)

@@ -72,8 +72,8 @@ class _HeldBack(logging.Filter):
 class EarlyStart:
     """A local runtime started on a thread while the main thread goes on importing.
 
-    The sweep's driver spends about 4 s of one core importing torch, Ray Tune,
-    MLflow and SciPy and checking its input; Ray's start-up takes 2.5-4 s, much
+    The sweep's driver spends about 3 s of one core importing Ray Tune, MLflow
+    and SciPy and checking its input; Ray's start-up takes 2.5-4 s, much
     of it waiting on processes that run on the other core. One after the other
     they left a core idle for seconds before the first trial.
 
