@@ -44,6 +44,13 @@ RAY_START_IMPORTS = (
 STARTING_THREAD = "start-ray-runtime"
 
 
+def import_ray_start_modules() -> None:
+    """Import `RAY_START_IMPORTS` now, before a thread that imports beside Ray's start begins
+    (prometheus_client's `timeit`, for one, is also what MLflow's store thread imports)."""
+    for module in RAY_START_IMPORTS:
+        importlib.import_module(module)
+
+
 def start_local_runtime() -> None:
     """Start a fresh Ray runtime on this machine for this driver, without the dashboard."""
     import ray
@@ -100,8 +107,7 @@ class EarlyStart:
     def start(cls) -> EarlyStart:
         """Begin starting the runtime (the environment must already be set, see
         `search.tune_environment`)."""
-        for module in RAY_START_IMPORTS:
-            importlib.import_module(module)
+        import_ray_start_modules()
         early = cls()
         for handler in logging.getLogger("ray").handlers:  # Ray's own stderr handler
             held = _HeldBack()

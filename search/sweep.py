@@ -285,7 +285,11 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
     """The sweep once its options and saved state are known to be good."""
     import ray
 
-    from search.local_runtime import start_local_runtime, stop_local_runtime
+    from search.local_runtime import (
+        import_ray_start_modules,
+        start_local_runtime,
+        stop_local_runtime,
+    )
     from search.monitor import (
         StopSweep,
         SweepMonitor,
@@ -303,6 +307,7 @@ def _run(options: SweepOptions, *, sweep_id: str, key: bytes, seal: Seal | None,
     set_sweep_environment()
     if early is not None and options.address is not None:
         raise ValueError("a runtime started early is local: it cannot serve a sweep on a cluster")
+    import_ray_start_modules()  # before the store's thread: no module imported by both at once
     prepared = PreparedStore.start(options.tracking_uri)  # a new store's tables, beside Ray's start
     started_ray = early is not None or not ray.is_initialized()
     recorder = monitor = None

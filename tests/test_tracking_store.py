@@ -144,6 +144,8 @@ def test_the_store_thread_and_rays_start_up_import_no_module_in_common(tmp_path)
 import json, sys
 import search.lerac_sweep, search.monitor, search.recording
 import ray
+from search.local_runtime import import_ray_start_modules
+import_ray_start_modules()  # what the sweep imports before it starts the store's thread
 before = set(sys.modules)
 if sys.argv[1] == "store":
     from mlflow.tracking import MlflowClient
