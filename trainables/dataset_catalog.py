@@ -46,6 +46,7 @@ def dataset_modality(name: str) -> str:
 
 
 def missing_cifar_files(name: str, data_dir: Path) -> list[Path]:
+    """The pickle files of CIFAR set `name` that are not under `data_dir` (empty: all there)."""
     folder, train_files, test_file, *_ = CIFAR_FILES[name]
     root = data_dir / folder
     return [root / f for f in (*train_files, test_file) if not (root / f).is_file()]
