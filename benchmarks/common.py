@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import statistics
 import subprocess
 import sys
@@ -273,6 +274,13 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
+
+
+def rerun_line(name: str, seconds: float) -> str:
+    """How to reproduce a section: the command exactly as it was run (its arguments too)."""
+    arguments = shlex.join(sys.argv[1:])
+    command = f"python benchmarks/{name}.py" + (f" {arguments}" if arguments else "")
+    return f"Rerun: `{command}` ({seconds:.0f} s here)."
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

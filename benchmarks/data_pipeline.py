@@ -231,7 +231,7 @@ def main() -> None:
         "the dataset (DataLoader), paid once per trial.\n",
         common.markdown_table(headers, rows) + "\n",
         f"- {target.line()}\n",
-        f"Rerun: `python benchmarks/{NAME}.py` ({seconds:.0f} s here).",
+        common.rerun_line(NAME, seconds),
     ]))
 
 

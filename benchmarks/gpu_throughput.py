@@ -83,7 +83,7 @@ def trial_plan(args: argparse.Namespace) -> TrialPlan:
 def build_trainer(variant: Variant, data: Dataset, args: argparse.Namespace, seed: int = 0) -> Trainer:
     config = RunConfig.from_dict({
         "regime": "conventional", "model": "resnet18", "device": args.device,
-        "batch_size": args.batch_size, "epochs": 10**6, "seed": seed, "compile": variant.compile,
+        "batch_size": args.batch_size, "epochs": 10_000, "seed": seed, "compile": variant.compile,
         "cpu_threads": args.threads,
     })
     return Trainer(config, data=data, plan=variant.plan)
@@ -173,7 +173,9 @@ def worker(args: argparse.Namespace) -> None:
     """One packed trial: warm up, say 'ready', wait for 'go', run trial epochs, print JSON."""
     device = torch.device(args.device)
     if device.type == "cuda":
-        torch.cuda.set_per_process_memory_fraction(args.memory_fraction, device)
+        # The cap needs a device index; plain "cuda" means the current device.
+        index = torch.cuda.current_device() if device.index is None else device.index
+        torch.cuda.set_per_process_memory_fraction(args.memory_fraction, index)
     data = dataset(args)
     with tempfile.TemporaryDirectory(prefix="gpu_throughput_") as folder:
         trainer = build_trainer(VARIANTS[args.pack_variant], data, args, seed=args.seed)
@@ -410,7 +412,7 @@ def main() -> None:
             "images.\n",
             common.markdown_table(pack_headers, pack_rows) + "\n",
         ]
-    sections.append(f"Rerun: `python benchmarks/{NAME}.py` ({seconds:.0f} s here).")
+    sections.append(common.rerun_line(NAME, seconds))
     common.update_results_md(NAME, "\n".join(sections))
 
 

@@ -303,7 +303,7 @@ def main() -> None:
             f"{trainer_line(r)}.\n"
         )
     sections.append("\n".join(f"- {t.line()}" for t in targets) + "\n")
-    sections.append(f"Rerun: `python benchmarks/{NAME}.py` ({seconds:.0f} s here).")
+    sections.append(common.rerun_line(NAME, seconds))
     common.update_results_md(NAME, "\n".join(sections))
 
 

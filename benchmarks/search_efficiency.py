@@ -320,7 +320,7 @@ def main() -> None:
         common.markdown_table(HEADERS, rows) + "\n",
         "\n".join(f"- {note}" for note in notes) + "\n",
         "\n".join(f"- {t.line()}" for t in targets) + "\n",
-        f"Rerun: `python benchmarks/{NAME}.py` ({seconds:.0f} s here).",
+        common.rerun_line(NAME, seconds),
     ]))
 
 

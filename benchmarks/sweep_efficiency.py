@@ -252,7 +252,7 @@ def main() -> None:
         common.markdown_table(headers, rows) + "\n",
         f"- {target.line()}\n",
         *([f"- {drift}\n"] if drift else []),
-        f"Rerun: `python benchmarks/{NAME}.py --rounds {args.rounds}` ({seconds:.0f} s here).",
+        common.rerun_line(NAME, seconds),
     ]))
 
 

@@ -245,7 +245,7 @@ def main() -> None:
             f"the A/A control is off by {100 * r['noise_floor']:.1f}%.\n"
         )
     sections.append("\n".join(f"- {t.line()}" for t in targets) + "\n")
-    sections.append(f"Rerun: `python benchmarks/{NAME}.py` ({seconds:.0f} s here).")
+    sections.append(common.rerun_line(NAME, seconds))
     common.update_results_md(NAME, "\n".join(sections))
 
 

@@ -36,7 +36,8 @@ TRANSFERS = ("to", "cpu", "cuda", "item", "tolist", "numpy", "__bool__")
 
 
 def make_trainer(regime: str, data: Dataset | None = None, **overrides) -> Trainer:
-    config = {"regime": regime, "dataset": "digits", "epochs": 3, "seed": 0,
+    """A trainer on the CPU, also where CUDA is present: these numbers are the CPU's."""
+    config = {"regime": regime, "dataset": "digits", "epochs": 3, "seed": 0, "device": "cpu",
               **QUICK[regime], **overrides}
     return Trainer(RunConfig.from_dict(config), data=data)
 
@@ -262,7 +263,7 @@ def test_test_accuracy_only_when_asked_and_after_the_last_epoch():
         assert report.metrics()["test_acc"] == report.test_acc
     assert last.test_acc == trainer.evaluate(trainer.data.test)
     predictions = trainer.predict(trainer.data.test)
-    assert (last.test_correct == (predictions == trainer.data.test.y).numpy()).all()
+    assert (last.test_correct == (predictions == trainer.data.test.y.cpu()).numpy()).all()
 
 
 def test_a_diverged_epoch_reports_test_accuracy():

@@ -129,7 +129,14 @@ class EpochReport:
 
 
 def _compile_in_place(model: torch.nn.Module) -> None:
-    """`torch.compile` the model in place (parameter names and state_dict keys stay the same).
+    """`torch.compile` the model's forward in place (parameter names and state_dict keys stay).
+
+    The compiled function is `call` below, not the module's own call: torch
+    (2.11, seen on an H100) skips frames whose code lives in torch.nn, so
+    compiling `nn.Sequential`'s call traced nothing there and compiled each
+    torchvision BasicBlock as its own frame instead, recompiling per block
+    width until the recompile limit left it eager, a third slower than not compiling.
+    `call` is this package's code, so the whole model is traced from it.
 
     Compiled graphs are cached per code object for the whole process, so with
     reused actors a later run replays an earlier run's graph whenever its
@@ -139,7 +146,12 @@ def _compile_in_place(model: torch.nn.Module) -> None:
     graph; runs with the same hooks still share one.
     """
     torch._dynamo.config.skip_nnmodule_hook_guards = False
-    model.compile()
+    forward = model.forward
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return forward(*args, **kwargs)
+
+    model.forward = torch.compile(call)
 
 
 class Trainer:
