@@ -208,10 +208,11 @@ def machine_info(device: torch.device | str) -> dict[str, Any]:
 
 
 def _git_commit() -> str | None:
-    """The checkout's commit (read-only), so a figure can be traced to its code."""
+    """The checkout's commit (read-only), `-dirty` when the tree differs from it, so a figure
+    can be traced to its code."""
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True,
             timeout=10, check=True,
         )
     except (OSError, subprocess.SubprocessError):

@@ -8,7 +8,7 @@ working tree ("after"). The script sends them the same work in turns, one
 worker at a time on the device, in rounds of random order:
 
 - training steps: seconds per step, and (profiled once) GPU ops, kernel
-  launches, host-device syncs and host-to-device copies per step;
+  launches, host-device syncs and async memcpy calls per step;
 - trial epochs as each version's Trainable ran a trial: before, every epoch
   measured validation and test accuracy and wrote a checkpoint; after, an
   epoch measures validation only, and ASHA's rungs and the last epoch add
@@ -143,7 +143,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--before-commit", default=BEFORE_COMMIT,
                         help="the earlier commit, exported with git archive")
     parser.add_argument("--before-tree", help="a folder holding --before-commit's `trainables`, "
-                        "exported beforehand (where the checkout has no git history)")
+                        "exported beforehand (where the checkout has no git history; the "
+                        "results are labelled with --before-commit, unchecked)")
     parser.add_argument("--device", default="cuda" if gpu else "cpu")
     parser.add_argument("--regimes", nargs="+", default=["conventional", "lerac", "leap", "cbs"])
     parser.add_argument("--batch-size", type=int, default=128 if gpu else 32)
@@ -165,7 +166,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, on_gpu:
     """One row per regime and version: per-step counts and time, epochs and the trial."""
     unit = "GPU-hour" if on_gpu else "CPU-hour"
     headers = ["regime", "version", "ms/step", "GPU ops/step" if on_gpu else "aten ops/step",
-               "launches/step", "syncs/step", "H2D copies/step", "host reads/step",
+               "launches/step", "syncs/step", "async memcpy/step", "host reads/step",
                "30-epoch trial s" if args.trial_epochs == 30 else "trial s", f"trials/{unit}",
                "speed-up: step", "speed-up: trial"]
     rows = []
@@ -177,7 +178,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, on_gpu:
             rows.append([
                 regime, version, f"{result['step_ms'][version]:.2f}",
                 f"{c['gpu_ops'] if on_gpu else c['aten_ops']:.0f}", f"{c['launches']:.0f}",
-                f"{c['syncs']:.1f}", f"{c['host_copies']:.1f}", f"{c['host_reads']:.1f}",
+                f"{c['syncs']:.1f}", f"{c['async_copies']:.1f}", f"{c['host_reads']:.1f}",
                 f"{trial:.1f}", f"{3600 / trial:.2f}",
                 _speedup(result["step_speedup"]) if after else "",
                 _speedup(result["trial_speedup"]) if after else "",
@@ -234,7 +235,8 @@ def main() -> None:
         f"process, given the same work in {args.rounds} interleaved rounds; a trial is priced "
         f"from its epochs; speed-ups are the median (IQR) of per-round ratios. Counts are per "
         f"training step over {args.profile_steps} profiled steps: GPU ops are kernels, copies and "
-        f"memsets; syncs are CUDA synchronize calls and blocking copies; host reads are "
+        f"memsets; syncs are CUDA synchronize calls and blocking copies seen while "
+        f"profiling (the profiler's own stop may add one); async memcpy counts cudaMemcpyAsync calls in any direction; host reads are "
         f"`item`-like ops. A checkpoint (torch.save and a copy, {checkpoint['mib']:.0f} MiB) took "
         f"{checkpoint['seconds']:.3f} s.\n",
         common.markdown_table(headers, rows) + "\n",

@@ -2,9 +2,10 @@
 
 It imports `trainables` from whatever tree comes first on PYTHONPATH, so one
 worker drives an earlier commit's Trainer and the working tree's alike. It
-uses only what both have: `RunConfig.from_dict`, `Trainer(config, data=...)`,
-`train_epoch`, `evaluate`, `state_dict`, the regime's `train_step` and
-`augment_batch`. It must not import `benchmarks/common.py`, which puts this
+uses only what both have: `RunConfig.from_dict`, `Dataset` and `Split` (their
+fields up to `trusted`), `Trainer(config, data=...)` with its `data`,
+`batches`, `_prepare`, `train_epoch` and `state_dict`, the regime's
+`train_step` and `augment_batch`. It must not import `benchmarks/common.py`, which puts this
 repository's root first on `sys.path`.
 
 Commands (one per line; each answer is one JSON line, sent after the device
@@ -103,7 +104,9 @@ class Worker:
         return {"seconds": time.perf_counter() - started}
 
     def profile(self, steps: int) -> dict[str, Any]:
-        """Per step: GPU ops (kernels, copies, memsets), launch calls, syncs, host reads."""
+        """Per step: GPU ops (kernels, copies, memsets), launch calls, syncs (synchronize
+        calls and blocking copies; the profiler's own stop may add one), async memcpy
+        calls (any direction) and host reads."""
         index = self.batches(steps)
         self.trainer.model.train()
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.on_gpu else [])
@@ -122,7 +125,7 @@ class Worker:
             "gpu_ops": gpu_ops / steps,
             "launches": launches / steps,
             "syncs": syncs / steps,
-            "host_copies": names["cudaMemcpyAsync"] / steps,
+            "async_copies": names["cudaMemcpyAsync"] / steps,
             "aten_ops": sum(n for name, n in names.items() if name.startswith("aten::")) / steps,
             "host_reads": sum(names[name] for name in HOST_READS) / steps,
         }

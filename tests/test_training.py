@@ -190,6 +190,20 @@ def test_compiled_runs_in_one_process_match_eager_for_every_regime_in_turn():
             assert new_graphs == 0, regime
 
 
+@pytest.mark.slow
+def test_a_reused_actors_compiled_runs_stay_under_the_recompile_limit():
+    """Regimes with and without hooks at the GPU space's batch sizes, in turn in one process:
+    past dynamo's recompile limit every later run would silently train eager."""
+    torch._dynamo.reset()
+    data = load_dataset("digits")
+    sequence = [("conventional", 128), ("cbs", 128), ("conventional", 256), ("cbs", 256),
+                ("lerac", 512), ("leap", 512), ("cbs", 512), ("conventional", 128)]
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        for regime, batch_size in sequence:
+            trainer = make_trainer(regime, data, compile=True, batch_size=batch_size, epochs=2)
+            trainer.train_epoch(test=True)  # training, validation and test batches
+
+
 @pytest.mark.parametrize("regime", REGIME_NAMES)
 def test_the_gpu_plan_trains_every_regime(regime):
     """The GPU's layout and precision (bf16 autocast, channels_last, data stored so), on the CPU."""
@@ -263,7 +277,7 @@ def test_test_accuracy_only_when_asked_and_after_the_last_epoch():
         assert report.metrics()["test_acc"] == report.test_acc
     assert last.test_acc == trainer.evaluate(trainer.data.test)
     predictions = trainer.predict(trainer.data.test)
-    assert (last.test_correct == (predictions == trainer.data.test.y.cpu()).numpy()).all()
+    assert (last.test_correct == (predictions == trainer.data.test.y).numpy()).all()
 
 
 def test_a_diverged_epoch_reports_test_accuracy():

@@ -128,7 +128,7 @@ class EpochReport:
         }
 
 
-def _compile_in_place(model: torch.nn.Module) -> None:
+def compile_in_place(model: torch.nn.Module) -> None:
     """`torch.compile` the model's forward in place (parameter names and state_dict keys stay).
 
     The compiled function is `call` below, not the module's own call: torch
@@ -144,6 +144,9 @@ def _compile_in_place(model: torch.nn.Module) -> None:
     a conventional graph for CBS (whose blur is a hook) and trained without
     the blur. Guarding on hooks makes a run with other hooks compile its own
     graph; runs with the same hooks still share one.
+
+    The compiled `forward` is an attribute that calls this model: a compiled
+    model must not be deep-copied (the copy would run the original) or pickled.
     """
     torch._dynamo.config.skip_nnmodule_hook_guards = False
     forward = model.forward
@@ -209,7 +212,7 @@ class Trainer:
             ),
         )
         if train.compile:
-            _compile_in_place(self.model)
+            compile_in_place(self.model)
         self.layer_names = [group["name"] for group in self.regime.optimizer.param_groups]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
