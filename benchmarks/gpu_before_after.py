@@ -71,10 +71,17 @@ class WorkerProcess:
         return self.answer()
 
     def close(self) -> None:
-        if self.process.poll() is None:
+        """Ask the worker to quit; one that died meanwhile or does not quit within a minute is
+        killed, so no worker outlives the script."""
+        if self.process.poll() is not None:
+            return
+        try:
             self.process.stdin.write("quit\n")
             self.process.stdin.close()
             self.process.wait(timeout=60)
+        except (BrokenPipeError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
 
 
 def before_tree(args: argparse.Namespace, scratch: str) -> Path:
