@@ -9,8 +9,9 @@ import shutil
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from mlflow.tracking import MlflowClient
 
@@ -117,7 +118,9 @@ class PreparedStore:
     it built (`store_template`, one per MLflow version), and every later new
     store is that copy (a few milliseconds). Without the template the tables
     are built on a thread in a private temporary folder, beside Ray's start
-    when the sweep starts Ray itself. `open_experiment` copies the prepared
+    when the sweep starts Ray itself; with one, the same thread checks that
+    MLflow opens the template (importing MLflow's sqlalchemy store, about 0.6 s
+    of one core here, while the driver waits for Ray's start). `open_experiment` copies the prepared
     file into place, under `store_lock`, only if the store is still missing
     then. So a sweep refused before that leaves nothing beside the user's
     files, an existing store is never replaced, and if preparing failed (or
@@ -129,6 +132,7 @@ class PreparedStore:
         self.template = template
         self.folder: Path | None = None  # the private folder of a store built here
         self._built: Path | None = template if _usable(template) else None
+        self._template_opens: bool | None = None  # checked on the thread, before it is copied
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -140,20 +144,27 @@ class PreparedStore:
             return None
         prepared = cls(target, store_template())
         if prepared._built is None:
-            prepared._start_building()
+            prepared._start(prepared._build, prepared._new_folder() / "mlflow.db")
+        else:
+            prepared._start(prepared._check_template)
         return prepared
 
-    def _start_building(self) -> None:
+    def _new_folder(self) -> Path:
+        self.folder = Path(tempfile.mkdtemp(prefix="lerac-store-"))
+        return self.folder
+
+    def _start(self, work: Callable[..., None], *args: Any) -> None:
         # The thread imports MLflow's store (sqlalchemy, alembic, its migrations) while the
         # main thread imports Ray's start-up: no module in common, so no import lock shared
         # (tests/test_tracking_store.py checks that this stays so).
         store_log = logging.getLogger("mlflow.store.db.utils")
         if _not_about_the_users_store not in store_log.filters:
             store_log.addFilter(_not_about_the_users_store)  # its "Creating tables" is about a temp file
-        self.folder = Path(tempfile.mkdtemp(prefix="lerac-store-"))
-        self._thread = threading.Thread(target=self._build, args=(self.folder / "mlflow.db",),
-                                        name=PREPARING_THREAD, daemon=True)
+        self._thread = threading.Thread(target=work, args=args, name=PREPARING_THREAD, daemon=True)
         self._thread.start()
+
+    def _check_template(self) -> None:
+        self._template_opens = self.template is not None and _opens_as_store(self.template)
 
     def _build(self, path: Path) -> None:
         if not _opens_as_store(path):
@@ -173,7 +184,7 @@ class PreparedStore:
             self._thread.join()
         if self._built is None or self.target.exists():
             return
-        if self.template is not None and self._built == self.template and not _opens_as_store(self.template):
+        if self._built == self.template and not self._template_opens:
             with contextlib.suppress(OSError):  # damaged, or from another build of this MLflow version
                 self.template.unlink(missing_ok=True)
             return
