@@ -140,7 +140,8 @@ class SweepRecorder:
                  patience_s: float = 120.0, prepared: PreparedStore | None = None):
         self.tracking_uri = tracking_uri
         self.sweep_id = sweep_id
-        # writer thread only: trial id -> run id, its name, the epochs stored; creations tried
+        # writer thread only: trial id -> run id, its name, the epochs stored; creations tried that
+        # may have reached the store before failing
         self._run_ids: dict[str, str] = {}
         self._names: dict[str, str] = {}
         self._logged: dict[str, set[int]] = {}
@@ -265,8 +266,9 @@ class SweepRecorder:
             self._logged[trial_id] = {metric.step for metric in history}
             self._names[trial_id] = found.info.run_name or ""
         else:
-            self._creating.add(trial_id)
+            self._creating.add(trial_id)  # kept should this try fail after reaching the store
             run_id = self._create_trial_run(parent_run_id, trial_id, config, started_ms)
+            self._creating.discard(trial_id)
             self._logged[trial_id] = set()
         self._run_ids[trial_id] = run_id
         return run_id

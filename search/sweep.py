@@ -42,6 +42,7 @@ from search.disk import check_free_space, watched_folders
 from search.integrity import Seal, StateRefused, load_key
 from search.local_runtime import EarlyStart
 from search.mlflow_view import publish_view
+from search.next_steps import absolute_uri
 from search.options import METRIC, SweepOptions
 from search.spaces import SearchSpace, describe_space
 from search.state import load_state, save_state, saved_trial_count, set_aside
@@ -77,12 +78,9 @@ def resume_command(storage_path: Path, sweep_id: str, *, restart: bool = False) 
 
 def absolute(options: SweepOptions) -> SweepOptions:
     """Paths made absolute, so a resume from another folder finds the same data and store."""
-    uri = options.tracking_uri
-    if uri.startswith("sqlite:///"):
-        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
     return options.model_copy(update={"storage_path": str(Path(options.storage_path).resolve()),
                                       "data_dir": str(Path(options.data_dir).resolve()),
-                                      "tracking_uri": uri})
+                                      "tracking_uri": absolute_uri(options.tracking_uri)})
 
 
 def resumed_options(options: SweepOptions, sweep_id: str | None) -> tuple[str, SweepOptions]:
