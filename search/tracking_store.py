@@ -119,12 +119,13 @@ class PreparedStore:
     store is that copy (a few milliseconds). Without the template the tables
     are built on a thread in a private temporary folder, beside Ray's start
     when the sweep starts Ray itself; with one, the same thread checks that
-    MLflow opens the template (importing MLflow's sqlalchemy store, about 0.6 s
-    of one core here, while the driver waits for Ray's start). `open_experiment` copies the prepared
-    file into place, under `store_lock`, only if the store is still missing
-    then. So a sweep refused before that leaves nothing beside the user's
-    files, an existing store is never replaced, and if preparing failed (or
-    the template does not open) MLflow creates the store as before.
+    MLflow opens the template (importing MLflow's sqlalchemy store, about
+    0.6 s of one core here, while the driver waits for Ray's start).
+    `open_experiment` copies the prepared file into place, under `store_lock`,
+    only if the store is still missing then. So a sweep refused before that
+    leaves nothing beside the user's files, an existing store is never
+    replaced, and if preparing failed (or the template does not open) MLflow
+    creates the store as before.
     """
 
     def __init__(self, target: Path, template: Path | None) -> None:
@@ -184,7 +185,7 @@ class PreparedStore:
             self._thread.join()
         if self._built is None or self.target.exists():
             return
-        if self._built == self.template and not self._template_opens:
+        if self.template is not None and self._built == self.template and not self._template_opens:
             with contextlib.suppress(OSError):  # damaged, or from another build of this MLflow version
                 self.template.unlink(missing_ok=True)
             return
