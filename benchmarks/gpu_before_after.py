@@ -121,21 +121,20 @@ def compare_regime(regime: str, trees: dict[str, Path], args: argparse.Namespace
         for worker in workers.values():
             worker.close()
     epochs, rung_epochs = args.trial_epochs, len(trial_rungs(args)) + 1
-    trial_before = [epochs * t for t in times["before_epoch"]]
-    trial_after = [(epochs - rung_epochs) * p + rung_epochs * r
-                   for p, r in zip(times["after_plain"], times["after_rung"], strict=True)]
+    trials = {
+        "before": [epochs * t for t in times["before_epoch"]],
+        "after": [(epochs - rung_epochs) * p + rung_epochs * r
+                  for p, r in zip(times["after_plain"], times["after_rung"], strict=True)],
+    }
     return {
         "counts": counts,
         "checkpoint": checkpoint,
         "times": times,
         "step_ms": {name: 1000 * common.quartiles(times[f"{name}_steps"])[1] / args.steps
                     for name in trees},
-        "step_speedup": common.quartiles([b / a for b, a in zip(
-            times["before_steps"], times["after_steps"], strict=True)]),
-        "trial_s": {"before": common.quartiles(trial_before)[1],
-                    "after": common.quartiles(trial_after)[1]},
-        "trial_speedup": common.quartiles([b / a for b, a in zip(
-            trial_before, trial_after, strict=True)]),
+        "step_speedup": common.quartiles(common.paired_ratios(times, "after_steps")["before_steps"]),
+        "trial_s": {name: common.quartiles(series)[1] for name, series in trials.items()},
+        "trial_speedup": common.quartiles(common.paired_ratios(trials, "after")["before"]),
     }
 
 
