@@ -132,7 +132,8 @@ def compare_regime(regime: str, trees: dict[str, Path], args: argparse.Namespace
         "times": times,
         "step_ms": {name: 1000 * common.quartiles(times[f"{name}_steps"])[1] / args.steps
                     for name in trees},
-        "step_speedup": common.quartiles(common.paired_ratios(times, "after_steps")["before_steps"]),
+        "step_speedup": common.quartiles(
+            common.paired_ratios(times, "after_steps")["before_steps"]),
         "trial_s": {name: common.quartiles(series)[1] for name, series in trials.items()},
         "trial_speedup": common.quartiles(common.paired_ratios(trials, "after")["before"]),
     }
@@ -242,8 +243,9 @@ def main() -> None:
         f"from its epochs; speed-ups are the median (IQR) of per-round ratios. Counts are per "
         f"training step over {args.profile_steps} profiled steps: GPU ops are kernels, copies and "
         f"memsets; syncs are CUDA synchronize calls and blocking copies seen while "
-        f"profiling (the profiler's own stop may add one); async memcpy counts cudaMemcpyAsync calls in any direction; host reads are "
-        f"`item`-like ops. A checkpoint (torch.save and a copy, {checkpoint['mib']:.0f} MiB) took "
+        f"profiling (the profiler's own stop may add one); async memcpy counts "
+        f"cudaMemcpyAsync calls in any direction; host reads are `item`-like ops. "
+        f"A checkpoint (torch.save and a copy, {checkpoint['mib']:.0f} MiB) took "
         f"{checkpoint['seconds']:.3f} s.\n",
         common.markdown_table(headers, rows) + "\n",
         common.rerun_line(NAME, seconds),
