@@ -193,10 +193,12 @@ def test_the_sweeps_driver_never_imports_torch(tmp_path):
 EARLY = textwrap.dedent("""
     import json, time, ray
     from ray._private import worker
+    from ray._raylet import AuthenticationMode, get_authentication_mode
     from search.local_runtime import EarlyStart
 
     early = EarlyStart.start()
     early.wait()
+    token = get_authentication_mode() == AuthenticationMode.TOKEN
     handles = [info.process for infos in worker._global_node.all_processes.values() for info in infos]
     time.sleep(1.0)  # the starting thread is parked by now; a finished one would take Ray with it
     alive = [process.poll() is None for process in handles]
@@ -204,18 +206,26 @@ EARLY = textwrap.dedent("""
     early.stop()
     early.stop()
     print(json.dumps({"alive": alive, "answer": answer, "ended": [p.poll() is not None for p in handles],
-                      "uninitialized": not ray.is_initialized()}))
+                      "uninitialized": not ray.is_initialized(), "token": token}))
 """)
 
 
 @pytest.mark.slow
-def test_a_runtime_started_on_a_thread_serves_the_main_thread_until_stopped():
+@pytest.mark.parametrize("users_auth_mode", [None, "disabled"])
+def test_a_runtime_started_on_a_thread_serves_the_main_thread_until_stopped(users_auth_mode):
     """Ray binds the processes it starts to the starting thread (Linux's parent-death signal is
-    per thread): the runtime must outlive the start, and end on `stop`."""
-    done = subprocess.run([sys.executable, "-c", EARLY], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    per thread): the runtime must outlive the start, and end on `stop`. It keeps Ray's token
+    authentication, without Ray's warning about it, unless the user chose a mode."""
+    env = {key: value for key, value in os.environ.items() if key != "RAY_AUTH_MODE"}
+    if users_auth_mode is not None:
+        env["RAY_AUTH_MODE"] = users_auth_mode
+    done = subprocess.run([sys.executable, "-c", EARLY], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(report["alive"]) >= 3 and all(report["alive"]), report
     assert report["answer"] == 42
     assert all(report["ended"]) and report["uninitialized"]
     assert "SIGTERM handler" not in done.stderr
+    assert report["token"] == (users_auth_mode is None)
+    assert "Token authentication is enabled" not in done.stderr
