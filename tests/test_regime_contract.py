@@ -12,7 +12,9 @@ the official formats. A regime that cannot apply to a task's model is listed in
 from __future__ import annotations
 
 import dataclasses
+import gc
 import io
+import weakref
 from pathlib import Path
 
 import official_formats
@@ -85,6 +87,24 @@ class TestRegimeContract:
         a, b = first.train_epoch(), second.train_epoch()
         assert (a.train_loss, a.val_acc, a.test_acc) == (b.train_loss, b.val_acc, b.test_acc)
         assert torch.equal(first.predict(first.data.test), second.predict(second.data.test))
+
+    def test_a_released_run_is_freed_at_once(self, regime):
+        """No reference cycle in a Trainer: an actor that releases a finished run before the next
+        (`RegimeTrainable.reset_config`) gets its model, optimizer and data back at once, not at
+        Python's next full garbage collection, which may come trials later."""
+        make_trainer("conventional")  # a process's first Trainer imports torch's lazy parts: with gc on
+        trainer = make_trainer(regime, epochs=1)
+        trainer.train_epoch(test=True)
+        parts = [trainer, trainer.model, trainer.regime, trainer.regime.optimizer, trainer.data.train.x]
+        released = [weakref.ref(part) for part in parts]
+        del parts
+        gc.disable()  # only reference counting may free them
+        try:
+            del trainer
+            alive = [type(ref()).__name__ for ref in released if ref() is not None]
+        finally:
+            gc.enable()
+        assert alive == []
 
     def test_different_seed_different_result(self, regime):
         a = make_trainer(regime, epochs=1, seed=1).train_epoch()

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import pickle
+import weakref
 from pathlib import Path
 
 import pytest
 import ray
 import torch
 
-from trainables import RegimeTrainable
+from trainables import RegimeTrainable, training
 from trainables.checkpoint import CHECKPOINT_FILE
 from trainables.predictions import unpack_correct
 
@@ -141,6 +143,47 @@ def test_reset_config_rebuilds_for_actor_reuse():
     assert reused_result.epoch == 1
     trainable.stop()
     fresh.stop()
+
+
+def test_reset_config_releases_the_finished_run_before_building_the_next(monkeypatch):
+    """A reused actor never holds two runs' models and data at once (on a GPU packed with
+    trials that is what runs out)."""
+    trainable = RegimeTrainable(config=CONFIG)
+    trainable.train()
+    finished = weakref.ref(trainable.trainer)
+    gone_when_the_next_was_built = []
+
+    class Watching(training.Trainer):
+        def __init__(self, *args, **kwargs):
+            gone_when_the_next_was_built.append(finished() is None)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(training, "Trainer", Watching)
+    gc.disable()  # only reference counting may free it
+    try:
+        assert trainable.reset_config({"regime": "cbs", "dataset": "digits", "epochs": 2, "seed": 6})
+    finally:
+        gc.enable()
+    assert gone_when_the_next_was_built == [True]
+    assert trainable.train()["epoch"] == 1
+    trainable.stop()
+
+
+@pytest.mark.slow
+def test_reset_config_frees_a_compiled_model_at_once():
+    """A compiled model and its compiled forward refer to each other: the reset collects them,
+    rather than leaving the model (on a GPU, its weights) to Python's next full collection."""
+    trainable = RegimeTrainable(config={**CONFIG, "epochs": 1, "curriculum_epochs": 1, "compile": True})
+    trainable.train()
+    compiled = weakref.ref(trainable.trainer.model)
+    gc.disable()  # no automatic collection: only the reset's own may free it
+    try:
+        assert trainable.reset_config({"regime": "conventional", "dataset": "digits", "epochs": 1, "seed": 6})
+        alive = compiled() is not None
+    finally:
+        gc.enable()
+    assert not alive
+    trainable.stop()
 
 
 def test_divergence_is_reported_and_ends_the_trial():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -208,7 +209,9 @@ class Trainer:
                 data=self.data,
                 steps_per_epoch=self.steps_per_epoch,
                 device=self.device,
-                autocast=self._autocast,
+                # The plan's, not this Trainer's: a regime holding a method of its Trainer would
+                # keep a finished Trainer (model, device data) alive until a garbage collection.
+                autocast=functools.partial(self.plan.autocast, self.device),
             ),
         )
         if train.compile:
