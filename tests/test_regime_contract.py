@@ -15,6 +15,7 @@ import dataclasses
 import gc
 import io
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import official_formats
@@ -40,6 +41,28 @@ CHANCE = 0.1
 
 def make_trainer(regime: str, **overrides) -> Trainer:
     return Trainer(RunConfig.from_dict({**BASE, "regime": regime, **QUICK_SETTINGS[regime], **overrides}))
+
+
+def still_alive_when_released(build: Callable[[], Trainer]) -> list[str]:
+    """What of a trained run outlives its release when only reference counting may free it.
+
+    None of it should: an actor that releases a finished run before the next
+    (`RegimeTrainable.reset_config`) then gets its model, optimizer and device
+    data back at once, not at Python's next full garbage collection, which may
+    come trials later. So a regime must not tie them into a reference cycle.
+    """
+    make_trainer("conventional")  # a process's first Trainer imports torch's lazy parts: with gc on
+    trainer = build()
+    trainer.train_epoch(test=True)
+    parts = [trainer, trainer.model, trainer.regime, trainer.regime.optimizer, trainer.data.train.x]
+    released = [weakref.ref(part) for part in parts]
+    del parts
+    gc.disable()
+    try:
+        del trainer
+        return [type(ref()).__name__ for ref in released if ref() is not None]
+    finally:
+        gc.enable()
 
 
 def test_every_registered_regime_is_covered():
@@ -89,22 +112,7 @@ class TestRegimeContract:
         assert torch.equal(first.predict(first.data.test), second.predict(second.data.test))
 
     def test_a_released_run_is_freed_at_once(self, regime):
-        """No reference cycle in a Trainer: an actor that releases a finished run before the next
-        (`RegimeTrainable.reset_config`) gets its model, optimizer and data back at once, not at
-        Python's next full garbage collection, which may come trials later."""
-        make_trainer("conventional")  # a process's first Trainer imports torch's lazy parts: with gc on
-        trainer = make_trainer(regime, epochs=1)
-        trainer.train_epoch(test=True)
-        parts = [trainer, trainer.model, trainer.regime, trainer.regime.optimizer, trainer.data.train.x]
-        released = [weakref.ref(part) for part in parts]
-        del parts
-        gc.disable()  # only reference counting may free them
-        try:
-            del trainer
-            alive = [type(ref()).__name__ for ref in released if ref() is not None]
-        finally:
-            gc.enable()
-        assert alive == []
+        assert still_alive_when_released(lambda: make_trainer(regime, epochs=1)) == []
 
     def test_different_seed_different_result(self, regime):
         a = make_trainer(regime, epochs=1, seed=1).train_epoch()
@@ -277,6 +285,9 @@ class TestTextAndAudioTasks:
         assert reports[-1].val_acc >= TASK_CHANCE[task] + 0.3
         assert reports[-1].test_acc >= TASK_CHANCE[task] + 0.3
         assert reports[-1].train_loss < reports[0].train_loss
+
+    def test_a_released_run_is_freed_at_once(self, task, regime, task_data):
+        assert still_alive_when_released(lambda: Trainer(task_config(task, regime, task_data, epochs=1))) == []
 
     def test_checkpoint_round_trip_continues_identically(self, task, regime, task_data):
         original = Trainer(task_config(task, regime, task_data, epochs=2))
