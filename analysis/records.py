@@ -32,6 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.errors import AnalysisError
 from search import schema
+from search.store_uri import sqlite_path
 from trainables.config import RunConfig
 from trainables.config_file import ConfigFile, read_config_file
 
@@ -151,8 +152,8 @@ def regime_config_path(regime: str) -> str:
 # -- opening a store ---------------------------------------------------------------------
 def open_client(tracking_uri: str) -> MlflowClient:
     """A client for an existing store; a mistyped sqlite path must not create an empty database."""
-    if tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri.removeprefix("sqlite:///"))
+    path = sqlite_path(tracking_uri)
+    if path is not None:
         if not path.is_file():
             raise AnalysisError(f"no MLflow database at {path} (tracking URI {tracking_uri})")
         check_mlflow_database(path)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import optuna
 
 from search.cluster_shape import NodeShape, cluster_shapes
 from search.options import SweepOptions
 from search.spaces import SearchSpace
+from search.store_uri import sqlite_path
 from trainables.config import RunConfig
 from trainables.dataset_catalog import check_dataset_available
 
@@ -49,8 +49,9 @@ def sample_config(options: SweepOptions, dataset: str, regime: str) -> dict:
 
 def check_tracking_uri(uri: str) -> None:
     """An MLflow store that cannot be reached fails now, not after an hour of trials."""
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).resolve().parent
+    database = sqlite_path(uri)
+    if database is not None:
+        folder = database.resolve().parent
         if not folder.is_dir():
             raise SweepError(f"MLflow tracking URI {uri}: folder {folder} does not exist")
         try:  # MLflow retries a store it cannot open for about two minutes: ask the folder now

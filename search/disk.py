@@ -14,6 +14,7 @@ from pathlib import Path
 
 from search.checks import SweepError
 from search.options import SweepOptions
+from search.store_uri import sqlite_path
 
 
 def nearest_existing(path: Path) -> Path:
@@ -31,9 +32,9 @@ def free_bytes(path: Path) -> int:
 def watched_folders(options: SweepOptions) -> list[tuple[str, Path]]:
     """Where a sweep writes and needs space: the storage path and a sqlite store's folder."""
     folders = [("storage path", Path(options.storage_path).resolve())]
-    if options.tracking_uri.startswith("sqlite:///"):
-        folders.append(("MLflow database folder",
-                        Path(options.tracking_uri.removeprefix("sqlite:///")).resolve().parent))
+    database = sqlite_path(options.tracking_uri)
+    if database is not None:
+        folders.append(("MLflow database folder", database.resolve().parent))
     return folders
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from search import schema
 from search.mlflow_view import UI_PORT, run_link, sweep_link, ui_base
+from search.store_uri import SQLITE_PREFIX, sqlite_path
 
 # The module behind each console script (pyproject.toml's [project.scripts], and MLflow's).
 SCRIPT_MODULES = {"lerac-sweep": "search.lerac_sweep", "lerac-train": "trainables.train",
@@ -45,9 +46,8 @@ def script(name: str) -> str:
 
 def absolute_uri(tracking_uri: str) -> str:
     """`sqlite:///mlflow.db` -> `sqlite:////abs/path/mlflow.db`; servers as given."""
-    if tracking_uri.startswith("sqlite:///"):
-        return "sqlite:///" + str(Path(tracking_uri.removeprefix("sqlite:///")).resolve())
-    return tracking_uri
+    database = sqlite_path(tracking_uri)
+    return tracking_uri if database is None else SQLITE_PREFIX + str(database.resolve())
 
 
 def analysis_command(command: str, *, tracking_uri: str, experiment: str, sweep_id: str) -> str:
@@ -60,7 +60,7 @@ def ui_command(tracking_uri: str) -> str | None:
     """`mlflow ui` for a local store (one worker: it serves one person, and each of the four
     default workers imports MLflow before the UI answers); None for a tracking server, whose UI
     is already up."""
-    if not tracking_uri.startswith("sqlite:///"):
+    if sqlite_path(tracking_uri) is None:
         return None
     return (f"{script('mlflow')} ui --backend-store-uri {shlex.quote(absolute_uri(tracking_uri))} "
             f"--port {UI_PORT} --workers 1")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from search.spaces import Budget
+from search.store_uri import SQLITE_PREFIX
 from trainables.config import TRAIN_KEYS
 from trainables.dataset_catalog import DATASET_NAMES
 from trainables.model_catalog import MODEL_NAMES
@@ -109,7 +110,7 @@ class SweepOptions(BaseModel):
     @field_validator("tracking_uri")
     @classmethod
     def _supported_uri(cls, uri: str) -> str:
-        if not uri.startswith(("sqlite:///", "http://", "https://")):
+        if not uri.startswith((SQLITE_PREFIX, "http://", "https://")):
             raise ValueError(f"unsupported MLflow tracking URI {uri!r}: use sqlite:///FILE or http(s)://HOST:PORT")
         return uri
 

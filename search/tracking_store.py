@@ -15,12 +15,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a sqlite store (as the URI gives it); None for a tracking server."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return Path(tracking_uri.removeprefix("sqlite:///"))
+from search.store_uri import SQLITE_PREFIX, sqlite_path
 
 
 def artifact_location(tracking_uri: str) -> str | None:
@@ -83,7 +78,7 @@ def _opens_as_store(path: Path) -> bool:
     """Whether MLflow opens `path` as a sqlite store of its own version (creating the tables of
     a new one)."""
     try:
-        MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
+        MlflowClient(f"{SQLITE_PREFIX}{path}").search_experiments(max_results=1)
     except Exception:  # noqa: BLE001 - damaged, unwritable, or another MLflow's schema
         return False
     return True
