@@ -16,9 +16,20 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from search.next_steps import absolute_uri
+from search.store_uri import sqlite_path
 from search.tracking_store import CACHE_DIR_ENV, PreparedStore, open_experiment, store_template
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_tracking_uri_names_a_sqlite_file_relative_or_absolute_or_a_server(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert sqlite_path("sqlite:///mlflow.db") == Path("mlflow.db")
+    assert sqlite_path("sqlite:////data/runs/mlflow.db") == Path("/data/runs/mlflow.db")
+    assert sqlite_path("http://127.0.0.1:5000") is None and sqlite_path("https://mlflow.example") is None
+    assert absolute_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert absolute_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
 
 
 def schema_of(path: Path) -> tuple[list[str], list[tuple]]:
