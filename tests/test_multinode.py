@@ -34,8 +34,10 @@ def max_overlap(intervals: list[tuple[int, int]]) -> int:
 
 def test_half_gpu_trials_run_four_at_a_time_on_the_gpu_node(cluster, tmp_path):
     options = SweepOptions(
-        datasets=("digits",), regimes=("conventional",), num_trials=6, confirm_seeds=2, epochs=8,
-        grace_period=8, cpus_per_trial=1,
+        # Trials of 20 epochs (about 3 s here) outlast the spread of the four actors' start-ups
+        # (up to 1 s here): with 8 epochs the fourth trial sometimes began as the first ended.
+        datasets=("digits",), regimes=("conventional",), num_trials=6, confirm_seeds=2, epochs=20,
+        grace_period=20, cpus_per_trial=1,
         gpus_per_trial=0.5, max_concurrent=8, storage_path=str(tmp_path / "ray"),
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="multinode",
         fixed={"device": "cpu"},  # the node declares GPUs that CUDA cannot see: train on the CPU on purpose
