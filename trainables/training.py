@@ -199,6 +199,9 @@ class Trainer:
         self.batches.manual_seed(train.seed)
         self.steps_per_epoch = max(1, len(self.data.train) // train.batch_size)
         self.epoch = 0
+        # The plan's, not a method of this Trainer: a regime holding one would keep a finished
+        # Trainer (model, device data) alive until a garbage collection.
+        self._autocast = functools.partial(self.plan.autocast, self.device)
         # The regime changes the model (CBS adds hooks) before it is compiled.
         self.regime = regime_class(train.regime)(
             config.regime,
@@ -209,17 +212,12 @@ class Trainer:
                 data=self.data,
                 steps_per_epoch=self.steps_per_epoch,
                 device=self.device,
-                # The plan's, not this Trainer's: a regime holding a method of its Trainer would
-                # keep a finished Trainer (model, device data) alive until a garbage collection.
-                autocast=functools.partial(self.plan.autocast, self.device),
+                autocast=self._autocast,
             ),
         )
         if train.compile:
             compile_in_place(self.model)
         self.layer_names = [group["name"] for group in self.regime.optimizer.param_groups]
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return self.plan.autocast(self.device)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         """A batch in the model's memory format (a no-op for batches already in it; token
