@@ -34,6 +34,7 @@ SWEEP = ROOT / "search" / "lerac_sweep.py"
 EXPERIMENT = "faults"
 TRIALS = 2 + 2  # search trials and confirmation runs of the one regime
 EPOCHS = 2
+OUTAGE_EPOCHS = 40  # the trials of the MLflow outage test: see there
 RESUME = re.compile(r"--resume --storage-path (\S+) --sweep-id (\S+)")
 
 
@@ -66,13 +67,18 @@ def trial_runs(uri: str, sweep_id: str | None = None) -> list:
     return client.search_runs([experiment.experiment_id], query, max_results=1000)
 
 
+def seeded_runs(uri: str, seed: int | None = None) -> list:
+    """Trial runs (of the search trials of the sweep with `seed`, if given); none while the store
+    is being created or a test server is down."""
+    try:
+        return [r for r in trial_runs(uri) if seed is None or r.data.params.get("seed") == str(seed)]
+    except Exception:
+        return []
+
+
 def finished(uri: str, seed: int | None = None) -> int:
     """Finished trial runs (of the search trials of the sweep with `seed`, if given)."""
-    try:
-        return sum(schema.END_STATE in r.data.tags for r in trial_runs(uri)
-                   if seed is None or r.data.params.get("seed") == str(seed))
-    except Exception:  # the store is being created, or a test server is down
-        return 0
+    return sum(schema.END_STATE in r.data.tags for r in seeded_runs(uri, seed))
 
 
 def wait_for(condition, process: subprocess.Popen, timeout: float = 300) -> None:
@@ -96,7 +102,7 @@ def resume_target(line: str) -> tuple[str, str]:
     return storage, sweep_id
 
 
-def assert_every_trial_once(uri: str, sweep_id: str) -> list:
+def assert_every_trial_once(uri: str, sweep_id: str, epochs: int = EPOCHS) -> list:
     """Every trial of the sweep exactly once, none RUNNING, every epoch of each completed one."""
     runs = trial_runs(uri, sweep_id)
     counted = [run for run in runs if run.data.tags.get(schema.END_STATE) != schema.LOST]
@@ -108,7 +114,7 @@ def assert_every_trial_once(uri: str, sweep_id: str) -> list:
     for run in counted:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, schema.VAL_ACC)]
         if run.data.tags[schema.END_STATE] == schema.COMPLETED:
-            assert steps == list(range(1, EPOCHS + 1)), steps
+            assert steps == list(range(1, epochs + 1)), steps
     return runs
 
 
@@ -293,11 +299,16 @@ def test_an_mlflow_outage_is_reported_at_once_and_waited_out_or_stops_the_sweep(
     the server is back; the impatient one stops in one line and its resume makes MLflow whole."""
     server = Server(tmp_path)
     server.start()
+    # The server dies once the patient sweep has started a trial (its store is open: a sweep
+    # that cannot open it refuses to start, exit 2) and the impatient one has finished one. Both
+    # must still have trials to record then, however far apart their start-ups end (seconds
+    # here): trials of OUTAGE_EPOCHS take seconds each here, and three of each sweep's remain.
+    longer = ("--epochs", str(OUTAGE_EPOCHS), "--grace-period", str(OUTAGE_EPOCHS))
     try:
-        patient = start(sweep_args(tmp_path / "ray", server.uri, "--tracking-timeout", "600"), tmp_path)
-        impatient = start(sweep_args(tmp_path / "ray2", server.uri, "--tracking-timeout", "5", "--seed", "1"),
-                          tmp_path)
-        wait_for(lambda: finished(server.uri) >= 2, patient)
+        patient = start(sweep_args(tmp_path / "ray", server.uri, "--tracking-timeout", "600", *longer), tmp_path)
+        impatient = start(sweep_args(tmp_path / "ray2", server.uri, "--tracking-timeout", "5", "--seed", "1",
+                                     *longer), tmp_path)
+        wait_for(lambda: seeded_runs(server.uri, seed=0) and finished(server.uri, seed=1) >= 1, patient)
         server.kill()
         _, stopped = impatient.communicate(timeout=300)
         assert impatient.returncode == 75
@@ -310,12 +321,12 @@ def test_an_mlflow_outage_is_reported_at_once_and_waited_out_or_stops_the_sweep(
         warnings = [text for text in waited.splitlines() if text.startswith("warning: MLflow")]
         assert len(warnings) == 2 and "is back after" in warnings[1], warnings
         (patient_id,) = {r.data.tags[schema.SWEEP_ID] for r in trial_runs(server.uri)} - {resume_target(line)[1]}
-        assert_every_trial_once(server.uri, patient_id)
+        assert_every_trial_once(server.uri, patient_id, OUTAGE_EPOCHS)
 
         storage, sweep_id = resume_target(line)
         resumed = run([sys.executable, str(SWEEP), "--resume", "--storage-path", storage, "--sweep-id", sweep_id],
                       tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
-        assert_every_trial_once(server.uri, sweep_id)
+        assert_every_trial_once(server.uri, sweep_id, OUTAGE_EPOCHS)
     finally:
         server.kill()
